@@ -1,0 +1,123 @@
+"""The dataset contract (DESIGN.md, "Contracts"): stable sample ids, model-ready tensors, labels, masks.
+
+A :class:`Dataset` wraps in-memory arrays for two splits. Sample ids are positions in the *evaluation*
+split (the test split for built-ins), so ``samples=[0, 1]`` always means the same two images; the
+training split is reachable only through :meth:`Dataset.train_arrays` and :meth:`Dataset.background`,
+which models use for training and explainers use as reference samples.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+Task = Literal["image", "tabular"]
+
+
+class DatasetError(ValueError):
+    """A dataset could not be loaded or a request against it is invalid; the message says why."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: inputs ``x`` (N×C×H×W or N×F, float32, in the model's input range), labels ``y``
+    (N, int64) and optional boolean ground-truth masks (N×H×W)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    masks: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise DatasetError(f"x has {len(self.x)} samples but y has {len(self.y)}")
+        if self.masks is not None and len(self.masks) != len(self.x):
+            raise DatasetError(f"masks has {len(self.masks)} entries but x has {len(self.x)} samples")
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset. ``eval`` is the split sample ids index; ``train`` may be None for user
+    datasets (then the evaluation split doubles as the reference pool)."""
+
+    id: str
+    task: Task
+    classes: list[str]
+    eval: Split
+    train: Split | None = None
+    feature_names: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+
+    # -- shape -----------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample (C, H, W) or (F,)."""
+        return tuple(self.eval.x.shape[1:])
+
+    @property
+    def ids(self) -> list[int]:
+        """All sample ids of the evaluation split."""
+        return list(range(len(self.eval.x)))
+
+    def __len__(self) -> int:
+        return len(self.eval.x)
+
+    def check_ids(self, ids: Sequence[int]) -> np.ndarray:
+        """Validate sample ids and return them as an int array; unknown ids raise DatasetError."""
+        arr = np.asarray(list(ids), dtype=np.int64)
+        bad = arr[(arr < 0) | (arr >= len(self))]
+        if bad.size:
+            raise DatasetError(
+                f"dataset {self.id!r} has sample ids 0..{len(self) - 1}; unknown ids: {bad[:5].tolist()}"
+            )
+        return arr
+
+    # -- samples ---------------------------------------------------------------------------------
+    def inputs(self, ids: Sequence[int]) -> torch.Tensor:
+        """Samples exactly as the model receives them (float32 tensor, CPU)."""
+        return torch.from_numpy(np.ascontiguousarray(self.eval.x[self.check_ids(ids)]))
+
+    def labels(self, ids: Sequence[int]) -> np.ndarray:
+        """Integer labels of the samples."""
+        return self.eval.y[self.check_ids(ids)]
+
+    def masks(self, ids: Sequence[int]) -> np.ndarray | None:
+        """Boolean ground-truth masks (B×H×W), or None when the dataset has none."""
+        if self.eval.masks is None:
+            return None
+        return self.eval.masks[self.check_ids(ids)]
+
+    def content_hash(self, ids: Sequence[int]) -> str:
+        """SHA-256 over the selected samples' bytes and labels: part of a run's cache key."""
+        idx = self.check_ids(ids)
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.eval.x[idx]).tobytes())
+        digest.update(np.ascontiguousarray(self.eval.y[idx]).tobytes())
+        return digest.hexdigest()
+
+    # -- reference pool --------------------------------------------------------------------------
+    def train_arrays(self) -> Split:
+        """The training split (falls back to the evaluation split for user datasets)."""
+        return self.train if self.train is not None else self.eval
+
+    def background(self, n: int = 32, seed: int = 0) -> torch.Tensor:
+        """``n`` reference samples drawn (seeded) from the training split, for SHAP-style baselines."""
+        pool = self.train_arrays().x
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(len(pool), size=min(n, len(pool)), replace=False))
+        return torch.from_numpy(np.ascontiguousarray(pool[idx]))
+
+    def describe(self) -> dict:
+        """A JSON-friendly summary for listings."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "classes": list(self.classes),
+            "n_samples": len(self),
+            "n_train": len(self.train.x) if self.train is not None else 0,
+            "input_shape": list(self.input_shape),
+            "has_masks": self.eval.masks is not None,
+            "meta": {k: v for k, v in self.meta.items() if k != "informative_features"},
+        }

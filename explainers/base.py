@@ -1,0 +1,186 @@
+"""The explainer contract (DESIGN.md, "Contracts"), modelled on Captum's Attribution classes and
+scikit-learn's "params in, no work in constructors".
+
+An explainer is a class with
+
+* ``spec``: a :class:`Spec` (id, title, paper, modality, capabilities, version);
+* ``Params``: a frozen dataclass subclassing :class:`Params`; every field is declared with
+  :func:`param` so pages can render widgets (bounds, choices, help, group) and the CLI/URL can
+  parse values from strings;
+* ``explain(model, x, target, params, background=None) -> Result``: pure; the model's device and
+  dtype follow ``x``; it never moves the model. It fills ``attributions`` and ``extras``; the runner
+  adds targets, predictions, metrics and provenance.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from model_registry.base import ModelHandle
+
+
+class ParamError(ValueError):
+    """A parameter value is unknown, of the wrong type, or out of bounds; the message names it."""
+
+
+def param(
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple | None = None,
+    help: str = "",
+    group: str = "main",
+) -> Any:
+    """Declare a Params field with its default, bounds or choices, help text and widget group."""
+    meta = {"low": low, "high": high, "choices": choices, "help": help, "group": group}
+    return field(default=default, metadata=meta)
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    """Convert ``value`` (possibly a string from a URL or the CLI) to ``kind`` or raise ParamError."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _BOOL_TRUE | _BOOL_FALSE:
+            return value.lower() in _BOOL_TRUE
+        raise ParamError(f"{name} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ParamError(f"{name} must be an integer, got {value!r}")
+        try:
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        except (TypeError, ValueError):
+            raise ParamError(f"{name} must be an integer, got {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise ParamError(f"{name} must be a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ParamError(f"{name} must be a number, got {value!r}") from None
+        if not np.isfinite(out):
+            raise ParamError(f"{name} must be finite, got {value!r}")
+        return out
+    if kind is str:
+        if not isinstance(value, str):
+            raise ParamError(f"{name} must be a string, got {value!r}")
+        return value
+    raise ParamError(f"{name}: unsupported parameter type {kind}")
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base class of every explainer's parameters: validated on construction, JSON round-trip."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(f.name, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+            meta = f.metadata
+            if meta.get("choices") is not None and value not in meta["choices"]:
+                raise ParamError(f"{f.name} must be one of {list(meta['choices'])}, got {value!r}")
+            if meta.get("low") is not None and value < meta["low"]:
+                raise ParamError(f"{f.name} must be ≥ {meta['low']}, got {value!r}")
+            if meta.get("high") is not None and value > meta["high"]:
+                raise ParamError(f"{f.name} must be ≤ {meta['high']}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "Params":
+        """Build from a dict (JSON, URL or CLI strings allowed); unknown names raise ParamError."""
+        values = dict(values or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ParamError(f"unknown parameter(s) {unknown}; known: {sorted(names)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, suitable for canonical JSON."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): the params part of a run key."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def schema(cls) -> list[dict[str, Any]]:
+        """One dict per field (name, type, default, low, high, choices, help, group) for widgets."""
+        hints = typing.get_type_hints(cls)
+        return [
+            {"name": f.name, "type": hints[f.name].__name__, "default": f.default, **f.metadata}
+            for f in dataclasses.fields(cls)
+        ]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What an explainer is and what it needs."""
+
+    id: str
+    title: str
+    paper: str
+    modalities: tuple[str, ...]
+    needs_gradients: bool
+    needs_layer: bool = False
+    class_agnostic: bool = False
+    stochastic: bool = False
+    output: str = "attribution"
+    version: str = "1"
+    description: str = ""
+
+
+@dataclass
+class Result:
+    """One explanation batch. Explainers fill ``attributions`` (raw, signed: B×H×W images, B×F
+    tables) and ``extras``; the runner fills the rest."""
+
+    attributions: np.ndarray
+    extras: dict[str, Any] = field(default_factory=dict)
+    sample_ids: list[int] = field(default_factory=list)
+    targets: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    confidences: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class Explainer(ABC):
+    """Base class: subclasses set ``spec`` and ``Params`` and implement :meth:`explain`."""
+
+    spec: ClassVar[Spec]
+    Params: ClassVar[type[Params]]
+
+    def unsupported_reason(self, model: ModelHandle) -> str | None:
+        """Why this explainer cannot run on ``model`` (None when it can)."""
+        if model.task not in self.spec.modalities:
+            return f"{self.spec.id} works on {'/'.join(self.spec.modalities)} models, not {model.task}"
+        if self.spec.needs_gradients and not isinstance(model.module, torch.nn.Module):
+            return f"{self.spec.id} needs gradients; {model.id} is a black box"
+        if self.spec.needs_layer and not (model.hookable and model.gradcam_layer):
+            return f"{self.spec.id} needs a hookable convolution layer; {model.id} exposes none"
+        return None
+
+    @abstractmethod
+    def explain(
+        self,
+        model: ModelHandle,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        params: Params,
+        background: torch.Tensor | None = None,
+    ) -> Result:
+        """Explain ``x`` (on the model's device) for class indices ``target`` (B,)."""

@@ -1,0 +1,1 @@
+"""Models: the handle explainers see, the built-in zoo, and loaders for user models."""

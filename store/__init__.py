@@ -1,0 +1,1 @@
+"""Loupe's persistent state: where it lives on disk (and, from issue #3 on, the DuckDB cache)."""
