@@ -1,0 +1,156 @@
+"""Run one explainer over dataset samples: check compatibility, resolve targets, batch, score.
+
+This is the unit of work a job performs (in-process or on a Dask worker, issue #3). It only needs a
+:class:`~model_registry.base.ModelHandle` and a :class:`~data.base.Dataset`, so it is tested without
+Streamlit, the store or a cluster.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from data.base import Dataset
+from explainers.base import Params, Result
+from explainers.registry import get_explainer
+from model_registry.base import ModelHandle
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` after each batch."""
+
+TARGET_RULES = ("predicted", "label")
+
+
+class ExplainError(ValueError):
+    """The request cannot run (incompatible model/dataset/explainer, bad target); says why."""
+
+
+def parse_target(target: str | int) -> str | int:
+    """Normalise a target rule: "predicted" (default), "label", or a class index (int or digits)."""
+    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
+        target = int(target)
+    if isinstance(target, bool) or not isinstance(target, (str, int)):
+        raise ExplainError(f"target must be 'predicted', 'label' or a class index, got {target!r}")
+    if isinstance(target, str) and target not in TARGET_RULES:
+        raise ExplainError(f"target must be 'predicted', 'label' or a class index, got {target!r}")
+    return target
+
+
+def resolve_targets(rule: str | int, predictions: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class index per sample: the prediction, the label, or one fixed class."""
+    rule = parse_target(rule)
+    if rule == "predicted":
+        return predictions.astype(np.int64)
+    if rule == "label":
+        return labels.astype(np.int64)
+    if not 0 <= rule < n_classes:
+        raise ExplainError(f"target class {rule} is out of range: the model has {n_classes} classes")
+    return np.full(len(predictions), rule, dtype=np.int64)
+
+
+def check_compatible(model: ModelHandle, dataset: Dataset) -> None:
+    """Raise ExplainError when the dataset's samples cannot be fed to the model."""
+    if model.task != dataset.task:
+        raise ExplainError(f"model {model.id!r} is a {model.task} model but dataset {dataset.id!r} is {dataset.task}")
+    if tuple(model.input_shape) != tuple(dataset.input_shape):
+        raise ExplainError(
+            f"model {model.id!r} expects inputs of shape {list(model.input_shape)}, "
+            f"dataset {dataset.id!r} has {list(dataset.input_shape)}"
+        )
+
+
+def _merge_extras(parts: list[tuple[int, dict]]) -> dict:
+    """Concatenate per-sample arrays (an ndarray whose leading dim is its batch's size) across
+    batches; any other value is batch independent by convention and kept once."""
+    if not parts:
+        return {}
+    merged: dict = {}
+    for name, first in parts[0][1].items():
+        per_sample = all(
+            isinstance(extras.get(name), np.ndarray) and extras[name].ndim > 0 and extras[name].shape[0] == n
+            for n, extras in parts
+        )
+        merged[name] = np.concatenate([extras[name] for _, extras in parts]) if per_sample else first
+    return merged
+
+
+def explain_samples(
+    model: ModelHandle,
+    dataset: Dataset,
+    sample_ids: Sequence[int],
+    explainer_id: str,
+    params: Params | dict | None = None,
+    target: str | int = "predicted",
+    batch_size: int = 16,
+    with_metrics: bool = True,
+    progress: Progress | None = None,
+) -> Result:
+    """Explain ``sample_ids`` of ``dataset`` with one explainer; returns a filled :class:`Result`.
+
+    ``batch_size`` only chunks the work: explainers are batch invariant, so it never changes results.
+    """
+    from explainers.evaluation import evaluate
+
+    explainer = get_explainer(explainer_id)
+    reason = explainer.unsupported_reason(model)
+    if reason:
+        raise ExplainError(reason)
+    check_compatible(model, dataset)
+    if batch_size < 1:
+        raise ExplainError(f"batch_size must be ≥ 1, got {batch_size}")
+    p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
+    ids = [int(i) for i in dataset.check_ids(sample_ids)]
+    started = time.perf_counter()
+    x = dataset.inputs(ids)
+    labels = dataset.labels(ids)
+    masks = dataset.masks(ids)
+    probs = torch.softmax(model.logits(x, batch_size=max(batch_size, 64)), dim=1).numpy()
+    predictions = probs.argmax(1)
+    targets = resolve_targets(target, predictions, labels, len(model.classes))
+    background = dataset.background(32).to(model.device)
+    maps, extras_parts, metrics = [], [], []
+    for start in range(0, len(ids), batch_size):
+        sl = slice(start, start + batch_size)
+        xb = x[sl].to(model.device)
+        tb = torch.as_tensor(targets[sl], device=model.device)
+        part = explainer.explain(model, xb, tb, p, background)
+        maps.append(np.asarray(part.attributions, dtype=np.float32))
+        extras_parts.append((len(xb), part.extras))
+        if with_metrics:
+            mb = None if masks is None else masks[sl]
+            metrics.extend(evaluate(model, xb, maps[-1], tb, mb))
+        if progress:
+            progress(min(start + batch_size, len(ids)), len(ids))
+    return Result(
+        attributions=np.concatenate(maps),
+        extras=_merge_extras(extras_parts),
+        sample_ids=ids,
+        targets=targets,
+        predictions=predictions,
+        confidences=probs[np.arange(len(ids)), predictions],
+        labels=labels,
+        metrics=metrics,
+        provenance={
+            "explainer": explainer.spec.id,
+            "explainer_version": explainer.spec.version,
+            "params": p.to_dict(),
+            "target_rule": parse_target(target),
+            "model": model.id,
+            "weights_hash": model.weights_hash,
+            "dataset": dataset.id,
+            "device": str(model.device),
+            "seconds": time.perf_counter() - started,
+            "versions": library_versions(),
+        },
+    )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that can change results, recorded with every run."""
+    import captum
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "captum": captum.__version__,
+            "numpy": np.__version__}
