@@ -156,6 +156,12 @@ class Result:
     labels: np.ndarray | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+    """The stored run's key (set once the result is in the store)."""
+    link: str | None = None
+    """The run's permanent share link."""
+    cached: bool = False
+    """True when every sample came from the store and no model pass ran."""
 
 
 class Explainer(ABC):

@@ -1,0 +1,268 @@
+"""Cached, distributed explanation: the data flow of DESIGN.md in one place.
+
+For each request: compute every sample's item key, look them up in the store, run only the missing
+samples as chunked jobs on the Dask cluster, store each chunk as it finishes (so an interrupted
+batch resumes where it stopped when it is run again), then record the run and assemble the result
+from the store. An identical request therefore runs zero model passes.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from data.base import Dataset
+from explainers.base import Result
+from explainers.registry import get_explainer
+from explainers.runner import ExplainError, Progress, check_compatible, library_versions, parse_target
+from model_registry.base import ModelHandle
+from store.keys import item_key
+from store.links import run_link
+from store.runs import ItemRecord, Store
+from worker.jobs import Job, ModelRef, run_job
+
+CHUNK_SIZE = 16
+"""Samples per job: small enough that progress moves and a lost worker loses little."""
+
+
+class BatchCancelled(RuntimeError):
+    """The user cancelled; finished chunks are stored and a rerun resumes from them."""
+
+
+class JobFailed(RuntimeError):
+    """A job failed on the cluster (its worker died or it raised); the message says which."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One explainer over samples of a dataset, fully resolved (params validated, defaults filled)."""
+
+    model: ModelHandle
+    dataset: Dataset
+    sample_ids: tuple[int, ...]
+    explainer_id: str
+    params: dict
+    target: str | int
+
+    def item_meta(self) -> dict[str, Any]:
+        spec = get_explainer(self.explainer_id).spec
+        return {"model_id": self.model.id, "weights_hash": self.model.weights_hash, "dataset_id": self.dataset.id,
+                "explainer_id": spec.id, "explainer_version": spec.version, "params": self.params}
+
+    def item_keys(self) -> list[str]:
+        meta = self.item_meta()
+        return [item_key(**meta, sample_id=i, sample_hash=self.dataset.content_hash([i]), target=self.target)
+                for i in self.sample_ids]
+
+
+def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], explainer_id: str,
+                 params: dict | None = None, target: str | int = "predicted") -> Request:
+    """Validate everything that can be checked before any work: compatibility, ids, params, target."""
+    explainer = get_explainer(explainer_id)
+    reason = explainer.unsupported_reason(model)
+    if reason:
+        raise ExplainError(reason)
+    check_compatible(model, dataset)
+    ids = tuple(int(i) for i in dataset.check_ids(sample_ids))
+    if not ids:
+        raise ExplainError("no samples selected")
+    target = parse_target(target)
+    if isinstance(target, int) and not 0 <= target < len(model.classes):
+        raise ExplainError(f"target class {target} is out of range: {model.id!r} has {len(model.classes)} classes")
+    return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target)
+
+
+# -- conversions between results and stored items ------------------------------------------------
+def _split_value(value: Any, i: int, n: int) -> tuple[str, Any]:
+    """Where one extras value goes for sample ``i`` of ``n``: ("array", a) or ("scalar", s)."""
+    if isinstance(value, np.ndarray):
+        return "array", value[i] if value.ndim and value.shape[0] == n else value
+    if isinstance(value, (np.generic, int, float, bool, str)) or value is None:
+        return "scalar", value.item() if isinstance(value, np.generic) else value
+    try:
+        return "array", np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return "scalar", json.dumps(value, default=str)
+
+
+def to_items(res: Result, keys: Sequence[str]) -> list[ItemRecord]:
+    """One record per sample of ``res`` (maps, metrics, scalar extras, per-sample arrays)."""
+    n = len(res.sample_ids)
+    records = []
+    for i, (sid, key) in enumerate(zip(res.sample_ids, keys)):
+        arrays, extras = {}, {}
+        for name, value in res.extras.items():
+            where, v = _split_value(value, i, n)
+            (arrays if where == "array" else extras)[name] = v
+        metrics = {}
+        for name, value in (res.metrics[i] if res.metrics else {}).items():
+            where, v = _split_value(value, 0, 0)
+            if where == "array":
+                arrays[f"metric:{name}"] = v
+            else:
+                metrics[name] = v
+        records.append(ItemRecord(
+            item_key=key, sample_id=int(sid), label=int(res.labels[i]), target=int(res.targets[i]),
+            prediction=int(res.predictions[i]), confidence=float(res.confidences[i]), metrics=metrics,
+            extras=extras, map=res.attributions[i], arrays=arrays, seconds=res.provenance.get("seconds", 0.0) / n,
+        ))
+    return records
+
+
+def from_items(items: Sequence[ItemRecord]) -> Result:
+    """A :class:`Result` assembled from stored records (in request order)."""
+    extras: dict[str, Any] = {}
+    for name in items[0].arrays:
+        if name.startswith("metric:"):
+            continue
+        values = [np.asarray(rec.arrays[name]) for rec in items if name in rec.arrays]
+        if len(values) == len(items) and len({v.shape for v in values}) == 1:
+            extras[name] = np.stack(values)
+    for name, value in items[0].extras.items():
+        values = [rec.extras.get(name) for rec in items]
+        extras[name] = value if all(v == value for v in values) else np.asarray(values)
+    metrics = [{**dict(rec.metrics), **{k.split(":", 1)[1]: np.asarray(v) for k, v in rec.arrays.items()
+                                         if k.startswith("metric:")}} for rec in items]
+    return Result(
+        attributions=np.stack([np.asarray(rec.map) for rec in items]),
+        extras=extras,
+        sample_ids=[rec.sample_id for rec in items],
+        targets=np.array([rec.target for rec in items], dtype=np.int64),
+        predictions=np.array([rec.prediction for rec in items], dtype=np.int64),
+        confidences=np.array([rec.confidence for rec in items], dtype=np.float32),
+        labels=np.array([rec.label for rec in items], dtype=np.int64),
+        metrics=metrics,
+    )
+
+
+# -- execution -----------------------------------------------------------------------------------
+def _model_ref(model: ModelHandle) -> ModelRef:
+    """Zoo models travel by id; manifest models also carry their entry."""
+    from model_registry.manifest import current_manifest
+
+    entry = current_manifest().model(model.id) if model.source == "manifest" else None
+    return ModelRef(model.id, model.weights_hash, entry)
+
+
+def _job(req: Request, ids: Sequence[int], batch_size: int) -> Job:
+    ds = req.dataset
+    return Job(
+        model=_model_ref(req.model),
+        dataset_id=ds.id, task=ds.task, classes=tuple(ds.classes), sample_ids=tuple(ids),
+        x=ds.inputs(ids).numpy(), y=ds.labels(ids), masks=ds.masks(ids), background=ds.background(32).numpy(),
+        explainer_id=req.explainer_id, params=req.params, target=req.target, batch_size=batch_size,
+    )
+
+
+def _in_process(model: ModelHandle) -> bool:
+    """Models registered in this process only (e.g. from a notebook) cannot be loaded by a worker."""
+    return model.source == "session"
+
+
+def _run_local(job: Job, model: ModelHandle) -> tuple[Result, int]:
+    from worker import jobs
+
+    with jobs._MODELS_LOCK:  # noqa: SLF001 - seed the per-process cache with the live handle
+        jobs._MODELS[(model.id, model.weights_hash)] = model  # noqa: SLF001
+    return run_job(job)
+
+
+def _ship_model_file(client, ref: ModelRef):
+    """For an external cluster, the manifest model's file bytes scattered once (Dask keys them by
+    content hash, so resubmitting reuses them); None when workers share this machine."""
+    import os
+
+    if ref.entry is None or not os.environ.get("LOUPE_SCHEDULER"):
+        return None
+    return client.scatter(ref.entry.path.read_bytes(), hash=True, broadcast=False)
+
+
+def _failure(err: BaseException, job: Job) -> BaseException:
+    from distributed import KilledWorker
+
+    where = f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
+    if isinstance(err, KilledWorker):
+        return JobFailed(f"the worker running {where} died (out of memory or killed); finished chunks are "
+                         "stored, run the same request again to resume")
+    return err
+
+
+def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: Store, batch_size: int,
+             chunk_size: int, on_chunk: Callable[[int], None], cancel: threading.Event | None) -> int:
+    """Run the missing samples, storing each chunk as it finishes; returns the model passes run."""
+    jobs = [_job(req, missing[s:s + chunk_size], batch_size) for s in range(0, len(missing), chunk_size)]
+    meta = {**req.item_meta(), "device": None}
+    passes = 0
+
+    def store_chunk(job: Job, res: Result, n_passes: int) -> None:
+        nonlocal passes
+        passes += n_passes
+        store.put_items({**meta, "device": res.provenance.get("device")},
+                        to_items(res, [keys[i] for i in job.sample_ids]))
+        on_chunk(len(job.sample_ids))
+
+    if _in_process(req.model):
+        for job in jobs:
+            if cancel is not None and cancel.is_set():
+                raise BatchCancelled("cancelled; finished chunks are stored")
+            store_chunk(job, *_run_local(job, req.model))
+        return passes
+
+    from distributed import as_completed
+
+    from worker.cluster import get_client, uses_gpu_resources
+
+    client = get_client()
+    resources = {"GPU": 1} if uses_gpu_resources(client) else None
+    shipped = _ship_model_file(client, jobs[0].model)
+    futures = {client.submit(run_job, job, shipped, pure=False, resources=resources): job for job in jobs}
+    try:
+        for future in as_completed(futures):
+            if cancel is not None and cancel.is_set():
+                raise BatchCancelled("cancelled; finished chunks are stored, run it again to resume")
+            job = futures[future]
+            try:
+                res, n_passes = future.result()
+            except Exception as err:  # noqa: BLE001 - re-raised with context below
+                raise _failure(err, job) from err
+            store_chunk(job, res, n_passes)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+    return passes
+
+
+def explain_cached(req: Request, *, store: Store | None = None, batch_size: int = 16, chunk_size: int = CHUNK_SIZE,
+                   progress: Progress | None = None, cancel: threading.Event | None = None) -> Result:
+    """Serve ``req`` from the store, computing only what is missing on the cluster."""
+    store = store or Store()
+    started = time.perf_counter()
+    keys = dict(zip(req.sample_ids, req.item_keys()))
+    found = store.lookup(list(keys.values()))
+    missing = [i for i in req.sample_ids if keys[i] not in found]
+    done = len(req.sample_ids) - len(missing)
+    if progress:
+        progress(done, len(req.sample_ids))
+
+    def on_chunk(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, len(req.sample_ids))
+
+    passes = _compute(req, missing, keys, store, batch_size, chunk_size, on_chunk, cancel) if missing else 0
+    seconds = time.perf_counter() - started
+    run_meta = {**req.item_meta(), "sample_ids": list(req.sample_ids), "target": req.target,
+                "content_hash": req.dataset.content_hash(list(req.sample_ids)), "kind": "attribution",
+                "status": "done", "seconds": seconds, "device": str(req.model.device),
+                "versions": library_versions()}
+    key = store.put_run(run_meta, [keys[i] for i in req.sample_ids])
+    res = from_items(store.get_run(key).items)
+    return replace(
+        res, key=key, link=run_link(key), cached=not missing,
+        provenance={**run_meta, "explainer": req.explainer_id, "model": req.model.id, "dataset": req.dataset.id,
+                    "computed": len(missing), "reused": len(req.sample_ids) - len(missing), "passes": passes},
+    )

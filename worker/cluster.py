@@ -1,0 +1,109 @@
+"""The Dask client Loupe submits jobs through.
+
+* ``LOUPE_SCHEDULER=tcp://host:8786``: connect to that cluster (GPU machines run
+  ``dask worker tcp://host:8786 --resources GPU=1 --preload worker.preload`` from a Loupe checkout).
+  If it cannot be reached, :class:`ClusterError` says so; falling back to the embedded cluster only
+  happens when ``LOUPE_ALLOW_EMBEDDED_FALLBACK=1``.
+* otherwise an embedded ``LocalCluster`` is started on first use and reused for the life of the
+  process: one worker process per GPU (each with resource ``GPU=1``), or one CPU worker.
+
+``distributed.scheduler.allowed-failures`` is 0 so a job that kills its worker (e.g. out of memory)
+fails once with a clear message instead of killing four workers in a row (notes/stack.md §4).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+_LOCK = threading.Lock()
+_STATE: dict = {}
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be reached or started; the message says which and how to fix it."""
+
+
+def gpu_count() -> int:
+    """CUDA devices visible to this process."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _configure_dask() -> None:
+    import dask
+
+    dask.config.set({
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.worker.daemon": False,
+        "distributed.logging.distributed": "error",
+    })
+
+
+def _connect(address: str):
+    from distributed import Client
+
+    try:
+        return Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as err:
+        if os.environ.get("LOUPE_ALLOW_EMBEDDED_FALLBACK") == "1":
+            return None
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} (LOUPE_SCHEDULER): {err}. Start it with "
+            f"`dask scheduler`, fix the address, or unset LOUPE_SCHEDULER to use the embedded cluster."
+        ) from err
+
+
+def _start_embedded():
+    from distributed import Client, LocalCluster
+
+    gpus = gpu_count()
+    cluster = LocalCluster(
+        n_workers=max(gpus, 1),
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        resources={"GPU": 1} if gpus else None,
+        preload=["worker.preload"],
+        silence_logs=40,
+    )
+    return cluster, Client(cluster, set_as_default=False)
+
+
+def get_client():
+    """The process-wide Dask client (started or connected on first call)."""
+    with _LOCK:
+        if "client" in _STATE:
+            return _STATE["client"]
+        _configure_dask()
+        address = os.environ.get("LOUPE_SCHEDULER")
+        client = _connect(address) if address else None
+        if client is None:
+            try:
+                _STATE["cluster"], client = _start_embedded()
+            except Exception as err:  # noqa: BLE001 - any start failure becomes one clear message
+                raise ClusterError(f"could not start the embedded Dask cluster: {err}") from err
+        _STATE["client"] = client
+        atexit.register(shutdown)
+        return client
+
+
+def uses_gpu_resources(client) -> bool:
+    """Whether the cluster's workers advertise a GPU resource (then each job asks for one)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return any("GPU" in (w.get("resources") or {}) for w in workers.values())
+
+
+def shutdown() -> None:
+    """Close the client and, if embedded, the cluster (also runs at interpreter exit)."""
+    with _LOCK:
+        client = _STATE.pop("client", None)
+        cluster = _STATE.pop("cluster", None)
+    for obj in (client, cluster):
+        if obj is not None:
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass

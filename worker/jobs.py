@@ -1,0 +1,138 @@
+"""What runs on a Dask worker: one chunk of one explanation request.
+
+A :class:`Job` carries ids, params and the chunk's sample arrays (so a remote worker needs neither
+the submitter's dataset files nor its database), never live models: the worker loads the model by id
+and keeps it cached on its own device (``cuda`` when it has one). Manifest models whose file the
+worker cannot see arrive as bytes that Dask ships once per cluster, keyed by the file's hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.base import Dataset, Split
+from explainers.base import Result
+from model_registry.base import ModelHandle, pick_device
+
+_MODELS: dict[tuple[str, str], ModelHandle] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker finds a model: by id, checked against the submitter's weights hash."""
+
+    model_id: str
+    weights_hash: str
+    entry: Any = None
+    """The manifest entry (a plain dataclass) for manifest models, so the worker can load the file
+    even when its own manifest differs; zoo models are found by id."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One chunk: samples (as arrays, with their ids) × one explainer."""
+
+    model: ModelRef
+    dataset_id: str
+    task: str
+    classes: tuple[str, ...]
+    sample_ids: tuple[int, ...]
+    x: np.ndarray
+    y: np.ndarray
+    masks: np.ndarray | None
+    background: np.ndarray
+    explainer_id: str
+    params: dict
+    target: str | int
+    batch_size: int = 16
+    meta: dict = field(default_factory=dict)
+
+
+class PassCounter:
+    """Counts forward passes of a module through a forward hook that is always removed."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module, self.count, self._handle = module, 0, None
+
+    def __enter__(self) -> "PassCounter":
+        if isinstance(module := self.module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule):
+            self._handle = module.register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, _module, inputs, _output) -> None:
+        self.count += int(inputs[0].shape[0]) if inputs and torch.is_tensor(inputs[0]) else 1
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+
+def load_model_on_worker(ref: ModelRef, file_bytes: bytes | None = None) -> ModelHandle:
+    """The model for ``ref`` on this process's device, loaded once and cached by (id, weights hash)."""
+    key = (ref.model_id, ref.weights_hash)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = _load(ref, file_bytes)
+        return _MODELS[key]
+
+
+def _local_copy(file_bytes: bytes, suffix: str) -> Path:
+    """Write shipped model bytes once into this worker's cache, named by their hash."""
+    from store.paths import loupe_home
+
+    path = loupe_home() / "worker_files" / f"{hashlib.sha256(file_bytes).hexdigest()}{suffix}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(file_bytes)
+        os.replace(tmp, path)
+    return path
+
+
+def _load(ref: ModelRef, file_bytes: bytes | None) -> ModelHandle:
+    from model_registry.base import ModelError
+    from model_registry.loaders import load_model
+    from model_registry.registry import get_model
+
+    device = pick_device()
+    if ref.entry is None:
+        handle = get_model(ref.model_id, device)
+    else:
+        entry = ref.entry if file_bytes is None else replace(ref.entry, path=_local_copy(file_bytes, ref.entry.path.suffix))
+        handle = load_model(entry, device)
+    if handle.weights_hash != ref.weights_hash:
+        raise ModelError(
+            f"model {ref.model_id!r} on the worker has different weights (hash {handle.weights_hash[:12]}) "
+            f"than on the submitting machine ({ref.weights_hash[:12]}); update the worker's copy"
+        )
+    return handle
+
+
+def run_job(job: Job, file_bytes: bytes | None = None) -> tuple[Result, int]:
+    """Execute one chunk on this worker; returns the result and the number of samples the model
+    was run on (rows through its forward pass), which the cache tests count. ``file_bytes``: the
+    model file, shipped by the submitter when the worker may not see it."""
+    from explainers.runner import explain_samples
+
+    model = load_model_on_worker(job.model, file_bytes)
+    n = len(job.sample_ids)
+    dataset = Dataset(
+        id=job.dataset_id,
+        task=job.task,  # type: ignore[arg-type]
+        classes=list(job.classes),
+        eval=Split(job.x, job.y, job.masks),
+        train=Split(job.background, np.zeros(len(job.background), dtype=np.int64)),
+    )
+    with PassCounter(model.module) as counter:
+        res = explain_samples(model, dataset, list(range(n)), job.explainer_id, job.params, job.target,
+                              job.batch_size)
+    res.sample_ids = list(job.sample_ids)
+    return res, counter.count
