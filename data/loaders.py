@@ -117,7 +117,9 @@ def _class_folders(entry: DatasetEntry) -> list[Path]:
 def _image_files(entry: DatasetEntry, folder: Path) -> list[Path]:
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise DatasetError(f"dataset {entry.id!r}: class folder {str(folder)!r} has no images ({sorted(IMAGE_SUFFIXES)})")
+        raise DatasetError(
+            f"dataset {entry.id!r}: class folder {str(folder)!r} has no images ({sorted(IMAGE_SUFFIXES)})"
+        )
     return files
 
 
@@ -180,7 +182,8 @@ def load_npz(entry: DatasetEntry) -> Dataset:
     x, y, masks = arrays["x"], arrays["y"], arrays.get("masks")
     if x.dtype.kind not in "iubf" or x.ndim not in (2, 4):
         raise DatasetError(
-            f"dataset {entry.id!r}: x in {where} must be a numeric N×C×H×W or N×F array, got {x.dtype} {list(x.shape)}"
+            f"dataset {entry.id!r}: x in {where} must be a numeric N×C×H×W or N×F array, "
+            f"got {x.dtype} {list(x.shape)}"
         )
     if y.ndim != 1 or len(y) != len(x):
         raise DatasetError(f"dataset {entry.id!r}: y in {where} has shape {list(y.shape)} but x has {len(x)} samples")
@@ -212,8 +215,11 @@ def _read_table(entry: DatasetEntry) -> dict[str, np.ndarray]:
         with duckdb.connect() as con:
             return con.execute(query, [str(entry.path)]).fetchnumpy()
     except duckdb.Error as err:
-        hint = " (rows with a different number of fields than the header?)" if entry.path.suffix.lower() == ".csv" else ""
-        raise DatasetError(f"dataset {entry.id!r}: cannot read {str(entry.path)!r}{hint}: {str(err).splitlines()[0]}") from None
+        csv = entry.path.suffix.lower() == ".csv"
+        hint = " (rows with a different number of fields than the header?)" if csv else ""
+        raise DatasetError(
+            f"dataset {entry.id!r}: cannot read {str(entry.path)!r}{hint}: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def _feature(entry: DatasetEntry, name: str, column: np.ndarray) -> np.ndarray:

@@ -21,7 +21,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from model_registry.base import ModelError, ModelHandle, find_normalizer_mean, last_conv_layer, pick_device, weights_hash
+from model_registry.base import (
+    ModelError,
+    ModelHandle,
+    find_normalizer_mean,
+    last_conv_layer,
+    pick_device,
+    weights_hash,
+)
 from model_registry.manifest import ModelEntry
 
 # Opcodes that make the unpickler import a global (and so, possibly, run code).
@@ -109,7 +116,9 @@ def _build(entry: ModelEntry) -> nn.Module:
     except Exception as err:  # user code
         raise ModelError(f"model {entry.id!r}: factory {entry.factory!r} failed: {_first_line(err)}") from err
     if not isinstance(module, nn.Module):
-        raise ModelError(f"model {entry.id!r}: factory {entry.factory!r} returned {type(module).__name__}, not an nn.Module")
+        raise ModelError(
+            f"model {entry.id!r}: factory {entry.factory!r} returned {type(module).__name__}, not an nn.Module"
+        )
     return module
 
 
@@ -128,7 +137,8 @@ def _load_state_dict(entry: ModelEntry, device: torch.device) -> nn.Module:
         module.load_state_dict(obj, strict=True)
     except RuntimeError as err:
         raise ModelError(
-            f"model {entry.id!r}: the weights in {str(entry.path)!r} do not fit the module built by {entry.factory!r}: {err}"
+            f"model {entry.id!r}: the weights in {str(entry.path)!r} do not fit the module built by "
+            f"{entry.factory!r}: {err}"
         ) from err
     return module.to(device)
 

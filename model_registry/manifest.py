@@ -265,7 +265,7 @@ def _check_shape_for_task(v: dict) -> str | None:
     if dims is None or shape is None or len(shape) == dims:
         return None
     layout = "[channels, height, width]" if dims == 3 else "[n_features]"
-    return f"input_shape for a {v['task']} model must be {layout}, got {list(shape)}"
+    return f"input_shape for task {v['task']!r} must be {layout}, got {list(shape)}"
 
 
 def _check_normalize_mean(v: dict) -> str | None:
@@ -385,6 +385,18 @@ def _section(
     return valid, errors
 
 
+def _known_dataset(declared: frozenset[str]) -> Callable[[dict], str | None]:
+    """Check that a model's ``dataset`` names a built-in or declared dataset."""
+
+    def check(values: dict) -> str | None:
+        name = values.get("dataset")
+        if name is None or name in declared:
+            return None
+        return f"dataset {name!r} is neither a built-in dataset nor a [[dataset]] entry; known: {sorted(declared)}"
+
+    return check
+
+
 def read_manifest(
     path: str | os.PathLike[str],
     reserved_models: frozenset[str] = frozenset(),
@@ -406,18 +418,11 @@ def read_manifest(
         return manifest
     base = path.parent
     manifest.errors += _file_errors(data)
-    dataset_tables = _entries(data, "dataset")
-    datasets, dataset_errors = _section(dataset_tables, "dataset", _DATASET_KEYS, _DATASET_CHECKS, base, reserved_datasets)
-    declared = reserved_datasets | {t["id"] for t in dataset_tables if isinstance(t, dict) and isinstance(t.get("id"), str)}
-
-    def known_dataset(values: dict) -> str | None:
-        name = values.get("dataset")
-        if name is None or name in declared:
-            return None
-        return f"dataset {name!r} is neither a built-in dataset nor a [[dataset]] entry; known: {sorted(declared)}"
-
+    tables = _entries(data, "dataset")
+    datasets, dataset_errors = _section(tables, "dataset", _DATASET_KEYS, _DATASET_CHECKS, base, reserved_datasets)
+    declared = reserved_datasets | {t["id"] for t in tables if isinstance(t, dict) and isinstance(t.get("id"), str)}
     models, model_errors = _section(
-        _entries(data, "model"), "model", _MODEL_KEYS, _MODEL_CHECKS, base, reserved_models, known_dataset
+        _entries(data, "model"), "model", _MODEL_KEYS, _MODEL_CHECKS, base, reserved_models, _known_dataset(declared)
     )
     manifest.models = [ModelEntry(**v) for v in models]
     manifest.datasets = [DatasetEntry(**v) for v in datasets]

@@ -1,0 +1,171 @@
+"""The model registry: built-in zoo models, manifest models and models registered in-process.
+
+Lookups re-read the manifest when the file changed, so entries added while the app runs appear
+without a restart. Loaded handles are cached per (id, device) and reloaded when the manifest entry or
+the weights file (mtime, size) changes; a failed load is remembered the same way, so listings show
+its reason without loading again.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from data.loaders import source_stamp
+from model_registry.base import ModelError, ModelHandle, pick_device
+from model_registry.loaders import load_model
+from model_registry.manifest import ID_PATTERN, EntryError, ModelEntry, current_manifest
+
+_LOCK = threading.RLock()
+_LOADED: dict[tuple[str, str], tuple[tuple, ModelHandle]] = {}
+_FAILED: dict[str, tuple[tuple, str]] = {}
+_SESSION: dict[str, ModelHandle] = {}
+
+
+def _zoo() -> dict[str, Any]:
+    """The built-in zoo (``model_registry.zoo.ZOO``), imported on use."""
+    from model_registry.zoo import ZOO
+
+    return ZOO
+
+
+def _device_key(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else pick_device()
+
+
+def _stamp(entry: ModelEntry) -> tuple:
+    return entry, source_stamp(entry.path)
+
+
+def _check_dataset(handle: ModelHandle) -> None:
+    """A manifest model's default dataset must fit it: same sample shape, same number of classes."""
+    from data.base import DatasetError
+    from data.registry import get_dataset
+
+    if handle.dataset is None:
+        return
+    try:
+        ds = get_dataset(handle.dataset)
+    except DatasetError as err:
+        raise ModelError(f"model {handle.id!r}: its dataset {handle.dataset!r} cannot be loaded: {err}") from err
+    if tuple(ds.input_shape) != tuple(handle.input_shape):
+        raise ModelError(
+            f"model {handle.id!r} takes input_shape {list(handle.input_shape)} but its dataset {handle.dataset!r} "
+            f"has samples of shape {list(ds.input_shape)}"
+        )
+    if len(ds.classes) != len(handle.classes):
+        raise ModelError(
+            f"model {handle.id!r} has {len(handle.classes)} classes but its dataset {handle.dataset!r} "
+            f"has {len(ds.classes)}"
+        )
+
+
+def _load_manifest_model(entry: ModelEntry, device: torch.device) -> ModelHandle:
+    """Load (or reuse) a manifest model; failures are remembered for listings and re-raised."""
+    stamp = _stamp(entry)
+    key = (entry.id, str(device))
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    failed = _FAILED.get(entry.id)
+    if failed is not None and failed[0] == stamp:
+        raise ModelError(failed[1])
+    try:
+        handle = load_model(entry, device)
+        _check_dataset(handle)
+    except ModelError as err:
+        _FAILED[entry.id] = (stamp, str(err))
+        raise
+    _FAILED.pop(entry.id, None)
+    _LOADED[key] = (stamp, handle)
+    return handle
+
+
+def _load_zoo_model(model_id: str, device: torch.device) -> ModelHandle:
+    from model_registry.zoo import load_zoo_model
+
+    key = (model_id, str(device))
+    if key not in _LOADED:
+        _LOADED[key] = ((), load_zoo_model(model_id, device=device))
+    return _LOADED[key][1]
+
+
+def get_model(model_id: str, device: torch.device | str | None = None) -> ModelHandle:
+    """The model with this id on ``device`` (default: cuda if present, else CPU).
+
+    Raises ModelError with the entry's reason for a rejected or failing manifest entry, and with the
+    list of known ids for an unknown one.
+    """
+    with _LOCK:
+        if model_id in _SESSION:
+            return _SESSION[model_id]
+        dev = _device_key(device)
+        if model_id in _zoo():
+            return _load_zoo_model(model_id, dev)
+        manifest = current_manifest()
+        entry = manifest.model(model_id)
+        if entry is not None:
+            return _load_manifest_model(entry, dev)
+        error = manifest.error("model", model_id)
+        if error is not None:
+            raise ModelError(f"model {model_id!r} in {str(manifest.path)!r} is invalid: {error.reason}")
+        known = sorted({*_SESSION, *_zoo(), *(m.id for m in manifest.models)})
+        raise ModelError(f"unknown model {model_id!r}; known: {known}")
+
+
+def _entry_row(entry: ModelEntry) -> dict:
+    stamp, reason = _FAILED.get(entry.id, ((), ""))
+    reason = reason if stamp == _stamp(entry) else ""
+    return {
+        "id": entry.id,
+        "source": "manifest",
+        "status": "error" if reason else "ok",
+        "reason": reason,
+        "kind": entry.kind,
+        "task": entry.task,
+        "input_shape": list(entry.input_shape),
+        "classes": list(entry.classes),
+        "dataset": entry.dataset,
+        "path": str(entry.path),
+        "description": entry.description,
+    }
+
+
+def list_models(check: bool = False) -> list[dict]:
+    """Every known model as a dict with ``id``, ``source`` (zoo/manifest/session), ``status``
+    ("ok"/"error") and ``reason``. Manifest models are listed from their entries without loading;
+    ``check=True`` loads each one first (on the CPU) so that its status is verified."""
+    with _LOCK:
+        manifest = current_manifest()
+        if check:
+            for entry in manifest.models:
+                try:
+                    _load_manifest_model(entry, torch.device("cpu"))
+                except ModelError:
+                    pass  # recorded in _FAILED, shown below
+        rows = [{"id": i, "source": "zoo", "status": "ok", "reason": ""} for i in _zoo()]
+        rows += [_entry_row(e) for e in manifest.models]
+        rows += [
+            {"id": e.id, "source": "manifest", "status": "error", "reason": e.reason}
+            for e in manifest.errors
+            if e.kind == "model" and e.id is not None
+        ]
+        rows += [{**h.describe(), "source": "session", "status": "ok", "reason": ""} for h in _SESSION.values()]
+        return rows
+
+
+def manifest_errors() -> list[EntryError]:
+    """Every rejected manifest entry (models, datasets, whole-file problems)."""
+    return list(current_manifest().errors)
+
+
+def register_model(handle: ModelHandle) -> None:
+    """Add an in-process model (e.g. from a notebook) under ``handle.id``. It is visible only in this
+    process, so jobs that run on Dask workers cannot load it. Re-registering an id replaces it."""
+    if not ID_PATTERN.fullmatch(handle.id):
+        raise ModelError(f"model id {handle.id!r} must match [A-Za-z0-9_.-]+")
+    with _LOCK:
+        if handle.id in _zoo() or current_manifest().model(handle.id) is not None:
+            raise ModelError(f"model id {handle.id!r} is already used by a built-in or manifest model")
+        _SESSION[handle.id] = handle
