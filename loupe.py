@@ -24,11 +24,18 @@ import numpy as np
 from data.base import Dataset, DatasetError
 from explainers.base import ParamError, Result
 from explainers.registry import UnknownExplainer, all_explainers, get_explainer
-from explainers.runner import ExplainError, explain_samples
+from explainers.runner import ExplainError
 from model_registry.base import ModelError, ModelHandle
 
-USER_ERRORS = (ModelError, DatasetError, ExplainError, ParamError, UnknownExplainer)
-"""Exceptions whose message is meant for the user: the CLI prints them without a traceback."""
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is meant for the user: the CLI prints them without a traceback."""
+    from store.keys import InvalidKey
+    from store.runs import RunNotFound, StoreError
+    from worker.batch import BatchCancelled, JobFailed
+    from worker.cluster import ClusterError
+
+    return (ModelError, DatasetError, ExplainError, ParamError, UnknownExplainer, InvalidKey, RunNotFound,
+            StoreError, JobFailed, BatchCancelled, ClusterError)
 
 
 # -- listings ------------------------------------------------------------------------------------
@@ -108,7 +115,18 @@ def parse_samples(spec: str | Sequence[int] | None, n: int) -> list[int]:
         raise DatasetError(f"samples must look like 'all', '0:16', '0:100:5' or '1,4,7'; got {spec!r}") from None
 
 
-# -- explaining ----------------------------------------------------------------------------------
+# -- explaining (cached, on the cluster) ---------------------------------------------------------
+def _request(model: str, dataset: str, samples, explainer: str, params, target):
+    from worker.batch import make_request
+
+    get_explainer(explainer)
+    handle, ds = _model(model), _dataset(dataset)
+    ids = parse_samples(samples, len(ds))
+    if not ids:
+        raise DatasetError(f"the sample selection {samples!r} is empty")
+    return make_request(handle, ds, ids, explainer, params, target)
+
+
 def explain(
     model: str,
     dataset: str,
@@ -118,31 +136,105 @@ def explain(
     target: str | int = "predicted",
     batch_size: int = 16,
     progress=None,
+    cancel=None,
 ) -> Result:
     """Explain ``samples`` of ``dataset`` on ``model`` with ``explainer``.
 
-    ``target`` is "predicted" (default), "label" or a class index. ``batch_size`` never changes
-    results. Returns a :class:`~explainers.base.Result` with per-sample ``metrics``.
+    Served from the cache when stored; otherwise run on the Dask cluster (embedded by default),
+    stored, and returned. ``target`` is "predicted" (default), "label" or a class index;
+    ``batch_size`` never changes results; ``progress(done, total)`` is called as chunks finish and
+    setting the ``cancel`` event (threading.Event) stops the work (finished chunks stay stored).
+    The result has ``key``, ``link`` and ``cached``.
     """
-    handle, ds = _model(model), _dataset(dataset)
-    get_explainer(explainer)
-    ids = parse_samples(samples, len(ds))
-    if not ids:
-        raise DatasetError(f"the sample selection {samples!r} is empty")
-    return explain_samples(handle, ds, ids, explainer, params, target, batch_size, progress=progress)
+    from worker.batch import explain_cached
+
+    req = _request(model, dataset, samples, explainer, params, target)
+    return explain_cached(req, batch_size=batch_size, progress=progress, cancel=cancel)
+
+
+def explain_batch(
+    model: str,
+    dataset: str,
+    samples: str | Sequence[int] | int | None,
+    explainers: dict[str, dict[str, Any] | None] | Sequence[str],
+    target: str | int = "predicted",
+    batch_size: int = 16,
+    progress=None,
+    cancel=None,
+) -> list[Result]:
+    """Several explainers over one slice (``explainers``: ids, or id -> params). Requests are all
+    validated before any work starts; each is stored as it finishes, so rerunning an interrupted
+    batch resumes it."""
+    from worker.batch import explain_cached
+
+    chosen = dict(explainers) if isinstance(explainers, dict) else {e: None for e in explainers}
+    reqs = [_request(model, dataset, samples, e, p, target) for e, p in chosen.items()]
+    total = sum(len(r.sample_ids) for r in reqs)
+    results: list[Result] = []
+    for req in reqs:
+        offset = sum(len(r.sample_ids) for r in results)
+        report = (lambda done, _n, o=offset: progress(o + done, total)) if progress else None
+        results.append(explain_cached(req, batch_size=batch_size, progress=report, cancel=cancel))
+    return results
+
+
+# -- stored runs ---------------------------------------------------------------------------------
+def run(key: str) -> Result:
+    """The stored run with this key (as a share link carries it); InvalidKey / RunNotFound else."""
+    from store.links import parse_run_param, run_link
+    from store.runs import Store
+    from worker.batch import from_items
+
+    stored = Store().get_run(parse_run_param(key))
+    res = from_items(stored.items)
+    res.key, res.link, res.cached, res.provenance = stored.key, run_link(stored.key), True, dict(stored.meta)
+    return res
+
+
+def runs(model: str | None = None, dataset: str | None = None, explainer: str | None = None,
+         limit: int = 100) -> list[dict]:
+    """Stored runs, newest first, filtered by model, dataset and explainer id."""
+    from store.links import run_link
+    from store.runs import Store
+
+    return [{**r, "link": run_link(r["key"])} for r in Store().list_runs(model, dataset, explainer, limit)]
+
+
+def link(key: str) -> str:
+    """The permanent URL of a stored run (``LOUPE_BASE_URL`` + ``/?run=<key>``)."""
+    from store.links import parse_run_param, run_link
+    from store.runs import Store
+
+    key = parse_run_param(key)
+    Store().get_run(key)
+    return run_link(key)
+
+
+def export(run: str | None = None, *, model: str | None = None, dataset: str | None = None,
+           explainer: str | None = None, k: int = 5, csv: str | None = None, parquet: str | None = None,
+           maps: str | None = None):
+    """Export one run (by key) or all stored runs matching the filters: a DataFrame with run key,
+    link, ids, label/target/prediction/confidence, params, every metric and the top-k attributed
+    units; also written to ``csv`` / ``parquet`` and the maps to ``maps`` (.npz) when given."""
+    from store.export import export as export_table
+    from store.runs import Store
+
+    return export_table(Store(), run, model=model, dataset=dataset, explainer=explainer, k=k, csv=csv,
+                        parquet=parquet, maps=maps)
 
 
 def result_rows(res: Result) -> list[dict]:
-    """One flat dict per sample: ids, label, target, prediction, confidence and every metric."""
+    """One flat dict per sample: ids, label, target, prediction, confidence and every scalar metric."""
     rows = []
     for i, sid in enumerate(res.sample_ids):
+        metrics = res.metrics[i] if res.metrics else {}
         rows.append({
             "sample_id": int(sid),
             "label": int(res.labels[i]),
             "target": int(res.targets[i]),
             "prediction": int(res.predictions[i]),
             "confidence": float(res.confidences[i]),
-            **(res.metrics[i] if res.metrics else {}),
+            **{k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)},
         })
     return rows
 
@@ -178,27 +270,52 @@ def _cmd_list(args: argparse.Namespace) -> None:
 def _cmd_explain(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(total=None, unit="sample", disable=args.json or not sys.stderr.isatty(), file=sys.stderr)
+    params = _parse_sets(args.set)
+    if len(args.explainer) > 1 and params:
+        raise ParamError("--set applies to one explainer; run one explainer at a time to set its params")
+    with tqdm(total=None, unit="sample", file=sys.stderr, disable=None if not args.json else True) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    res = explain(args.model, args.dataset, args.samples, args.explainer, _parse_sets(args.set),
-                  target=args.target, batch_size=args.batch_size, progress=progress)
-    bar.close()
-    rows = result_rows(res)
+        results = explain_batch(args.model, args.dataset, args.samples, {e: params for e in args.explainer},
+                                target=args.target, batch_size=args.batch_size, progress=progress)
     if args.csv:
         import pandas as pd
 
-        pd.DataFrame(rows).assign(model=args.model, dataset=args.dataset, explainer=args.explainer,
-                                  params=json.dumps(res.provenance["params"], sort_keys=True)).to_csv(args.csv, index=False)
+        pd.concat([export(r.key) for r in results], ignore_index=True).to_csv(args.csv, index=False)
     if args.json:
-        print(json.dumps({"provenance": res.provenance, "results": rows}, indent=2, default=str))
-    else:
-        _print_table(rows, False)
-        print(f"\n{len(rows)} samples, {res.provenance['seconds']:.2f} s on {res.provenance['device']}")
+        out = [{"key": r.key, "link": r.link, "cached": r.cached, "explainer": r.provenance["explainer"],
+                "params": r.provenance["params"], "results": result_rows(r)} for r in results]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
+        return
+    for r in results:
+        _print_table(result_rows(r), False)
+        state = "from the cache" if r.cached else f"computed {r.provenance['computed']}, reused {r.provenance['reused']}"
+        print(f"\n{r.provenance['explainer']}: {len(r.sample_ids)} samples ({state})\nlink: {r.link}\n")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    if bool(args.run) == bool(args.all):
+        raise ExplainError("give either --run KEY or --all (optionally with --model/--dataset/--explainer)")
+    if not (args.csv or args.parquet or args.maps):
+        raise ExplainError("nothing to write: give --csv PATH, --parquet PATH and/or --maps PATH.npz")
+    frame = export(args.run, model=args.model, dataset=args.dataset, explainer=args.explainer, k=args.k,
+                   csv=args.csv, parquet=args.parquet, maps=args.maps)
+    written = [p for p in (args.csv, args.parquet, args.maps) if p]
+    print(f"exported {len(frame)} rows to {', '.join(written)}")
+
+
+def _cmd_link(args: argparse.Namespace) -> None:
+    print(link(args.run))
+
+
+def _cmd_runs(args: argparse.Namespace) -> None:
+    rows = runs(args.model, args.dataset, args.explainer, args.limit)
+    if not args.json:
+        rows = [{k: r[k] for k in ("key", "created", "model_id", "dataset_id", "explainer_id", "n_samples")}
+                for r in rows]
+    _print_table(rows, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,17 +326,38 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"list registered {name}")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("explain", help="explain samples of a dataset with one explainer")
+    p = sub.add_parser("explain", help="explain samples of a dataset (cached; runs on the Dask cluster)")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--samples", default="0:16", help="'all', 'a:b[:step]' or '1,4,7' (default 0:16)")
-    p.add_argument("--explainer", required=True)
+    p.add_argument("--explainer", required=True, action="append", help="repeat for a batch of explainers")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="explainer parameter")
     p.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--csv", metavar="PATH", help="also write the per-sample results as CSV")
+    p.add_argument("--csv", metavar="PATH", help="also export the results (as `export` does) to CSV")
     p.set_defaults(func=_cmd_explain)
+    p = sub.add_parser("export", help="export stored results to CSV / Parquet / .npz")
+    p.add_argument("--run", metavar="KEY")
+    p.add_argument("--all", action="store_true", help="every stored run (filter with --model/--dataset/--explainer)")
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--explainer")
+    p.add_argument("--k", type=int, default=5, help="top-k attributed units per sample (default 5)")
+    p.add_argument("--csv", metavar="PATH")
+    p.add_argument("--parquet", metavar="PATH")
+    p.add_argument("--maps", metavar="PATH.npz", help="also write every map into one .npz")
+    p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("link", help="print the share link of a stored run")
+    p.add_argument("--run", metavar="KEY", required=True)
+    p.set_defaults(func=_cmd_link)
+    p = sub.add_parser("runs", help="list stored runs, newest first")
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--explainer")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_runs)
     return parser
 
 
@@ -228,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except USER_ERRORS as err:
+    except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
