@@ -27,7 +27,7 @@ from explainers.registry import UnknownExplainer, all_explainers, get_explainer
 from explainers.runner import ExplainError
 from model_registry.base import ModelError, ModelHandle
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user: the CLI prints them without a traceback."""
     from store.keys import InvalidKey
     from store.runs import RunNotFound, StoreError
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except _user_errors() as err:
+    except user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
