@@ -45,7 +45,7 @@ def _connect(address: str):
     from distributed import Client
 
     try:
-        return Client(address, timeout="10s", set_as_default=False)
+        return Client(address, timeout=f"{os.environ.get('LOUPE_SCHEDULER_TIMEOUT', '10')}s", set_as_default=False)
     except (OSError, TimeoutError) as err:
         if os.environ.get("LOUPE_ALLOW_EMBEDDED_FALLBACK") == "1":
             return None

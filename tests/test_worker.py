@@ -1,0 +1,245 @@
+"""Issue #3: cached execution on a real Dask cluster (embedded LocalCluster), pass counting,
+overlap reuse, cancellation, a worker killed mid-job, and an external scheduler + worker."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import loupe
+from data.registry import get_dataset
+from explainers.runner import explain_samples
+from model_registry.registry import get_model
+from store.runs import Store
+from worker import cluster
+from worker.batch import BatchCancelled, JobFailed
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("model_registry.zoo")
+
+
+def test_identical_request_runs_zero_passes_and_returns_the_same_result():
+    first = loupe.explain("shapes_cnn", "shapes", "0:4", "saliency")
+    assert not first.cached and first.provenance["passes"] > 0 and first.provenance["computed"] == 4
+    again = loupe.explain("shapes_cnn", "shapes", [0, 1, 2, 3], "saliency", params={"abs": True})
+    assert again.cached and again.provenance["passes"] == 0 and again.provenance["computed"] == 0
+    assert again.key == first.key and again.link == first.link
+    np.testing.assert_array_equal(again.attributions, first.attributions)
+    assert again.metrics == first.metrics
+
+
+def test_overlapping_request_computes_only_new_samples():
+    loupe.explain("shapes_cnn", "shapes", "10:14", "input_x_gradient")
+    res = loupe.explain("shapes_cnn", "shapes", "12:16", "input_x_gradient")
+    assert res.provenance["reused"] == 2 and res.provenance["computed"] == 2
+    assert res.sample_ids == [12, 13, 14, 15]
+
+
+def test_cluster_result_equals_in_process_result():
+    res = loupe.explain("shapes_cnn", "shapes", "20:23", "integrated_gradients", params={"n_steps": 8})
+    local = explain_samples(get_model("shapes_cnn"), get_dataset("shapes"), [20, 21, 22], "integrated_gradients",
+                            {"n_steps": 8})
+    np.testing.assert_allclose(res.attributions, local.attributions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(res.predictions, local.predictions)
+    assert res.provenance["device"] == str(get_model("shapes_cnn").device)
+
+
+def test_stored_run_opens_by_key_and_exports():
+    res = loupe.explain("shapes_cnn", "shapes", "30:33", "saliency")
+    opened = loupe.run(res.key)
+    np.testing.assert_array_equal(opened.attributions, res.attributions)
+    frame = loupe.export(res.key)
+    assert list(frame["sample_id"]) == [30, 31, 32] and set(frame["run_key"]) == {res.key}
+    assert frame["link"].iloc[0] == res.link == loupe.link(res.key)
+
+
+def test_cancel_keeps_finished_chunks_and_a_rerun_resumes():
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        if done >= 16:
+            cancel.set()
+
+    with pytest.raises(BatchCancelled):
+        from worker.batch import explain_cached, make_request
+
+        req = make_request(get_model("shapes_cnn"), get_dataset("shapes"), range(100, 164), "saliency")
+        explain_cached(req, chunk_size=16, progress=progress, cancel=cancel)
+    stored_before = len(Store().lookup(req.item_keys()))
+    assert 16 <= stored_before < 64
+    res = loupe.explain("shapes_cnn", "shapes", "100:164", "saliency")
+    assert res.provenance["reused"] == stored_before and res.provenance["computed"] == 64 - stored_before
+
+
+KILLER = '''
+import os
+import torch
+from torch import nn
+
+class Killer(nn.Module):
+    """Kills its worker process when the flag file exists (simulates an out-of-memory kill)."""
+    def __init__(self, flag):
+        super().__init__()
+        self.flag = flag
+        self.lin = nn.Linear(4, 2)
+    def forward(self, x):
+        if os.path.exists(self.flag):
+            os._exit(3)
+        return self.lin(x)
+
+def build(flag):
+    return Killer(flag)
+'''
+
+
+def test_worker_killed_mid_job_reports_and_next_request_works(tmp_path, monkeypatch):
+    pkg = tmp_path / "killer_pkg"
+    pkg.mkdir()
+    (pkg / "killer_model.py").write_text(KILLER)
+    monkeypatch.syspath_prepend(str(pkg))
+    flag = tmp_path / "kill.flag"
+    import torch
+
+    from killer_model import build
+
+    torch.save(build(str(flag)).state_dict(), tmp_path / "killer.pt")
+    np.savez(tmp_path / "rows.npz", x=np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32),
+             y=np.array([0, 1] * 4))
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'''
+[[model]]
+id = "killer"
+kind = "state_dict"
+path = "{tmp_path / 'killer.pt'}"
+factory = "killer_model:build"
+factory_kwargs = {{ flag = "{flag}" }}
+task = "tabular"
+input_shape = [4]
+classes = ["a", "b"]
+
+[[dataset]]
+id = "rows"
+kind = "npz"
+path = "{tmp_path / 'rows.npz'}"
+''')
+    monkeypatch.setenv("LOUPE_MANIFEST", str(manifest))
+    monkeypatch.setenv("PYTHONPATH", f"{pkg}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    cluster.shutdown()  # a fresh embedded cluster whose workers inherit the factory's path
+    try:
+        flag.write_text("die")
+        with pytest.raises(JobFailed, match="died"):
+            loupe.explain("killer", "rows", "0:4", "input_x_gradient")
+        flag.unlink()
+        res = loupe.explain("killer", "rows", "0:4", "input_x_gradient")
+        assert res.attributions.shape == (4, 4) and np.isfinite(res.attributions).all()
+    finally:
+        cluster.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
+    from distributed import Client
+
+    with Client(address, timeout="20s") as client:
+        client.wait_for_workers(n, timeout=timeout)
+
+
+def test_external_scheduler_and_worker(monkeypatch):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bin_dir = Path(sys.executable).parent
+    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                               "--no-dashboard", "--preload", "worker.preload"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_workers(address, 1)
+        cluster.shutdown()
+        monkeypatch.setenv("LOUPE_SCHEDULER", address)
+        res = loupe.explain("shapes_cnn", "shapes", "40:42", "saliency")
+        assert not res.cached and res.provenance["passes"] > 0
+        client = cluster.get_client()
+        assert client.scheduler.address == address
+    finally:
+        cluster.shutdown()
+        for proc in (worker, scheduler):
+            proc.terminate()
+        for proc in (worker, scheduler):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_unreachable_scheduler_is_a_clear_error(monkeypatch):
+    cluster.shutdown()
+    monkeypatch.setenv("LOUPE_SCHEDULER", f"tcp://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
+    started = time.monotonic()
+    try:
+        with pytest.raises(cluster.ClusterError, match="cannot reach the Dask scheduler"):
+            loupe.explain("shapes_cnn", "shapes", "50:51", "saliency")
+    finally:
+        cluster.shutdown()
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_cli_batch_killed_mid_way_resumes_without_duplicates_or_gaps():
+    import signal
+
+    import duckdb
+
+    from worker.batch import make_request
+
+    ids = range(200, 296)
+    keys = make_request(get_model("shapes_cnn"), get_dataset("shapes"), ids, "occlusion").item_keys()
+    cmd = [sys.executable, "-m", "loupe", "explain", "--model", "shapes_cnn", "--dataset", "shapes",
+           "--samples", "200:296", "--explainer", "occlusion", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    store = Store()
+    deadline = time.monotonic() + 240
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        stored = len(store.lookup(keys))
+        if stored >= 16:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its embedded cluster, mid-batch
+    proc.wait()
+    assert 16 <= stored < 96, f"the batch was not interrupted mid-way (stored {stored} of 96)"
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    out = json.loads(done.stdout)
+    assert out["cached"] is False and len(out["results"]) == 96
+    assert [r["sample_id"] for r in out["results"]] == list(ids)
+    assert len(store.lookup(keys)) == 96
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        counts = con.execute("SELECT count(*), count(DISTINCT item_key) FROM items WHERE item_key IN "
+                             "(SELECT unnest(?::VARCHAR[]))", [keys]).fetchone()
+        runs = con.execute("SELECT count(*) FROM runs WHERE key = ?", [out["key"]]).fetchone()[0]
+    finally:
+        con.close()
+    assert counts == (96, 96) and runs == 1
