@@ -75,11 +75,27 @@ def get_dataset(dataset_id: str) -> Dataset:
         raise DatasetError(f"unknown dataset {dataset_id!r}; known: {known}")
 
 
+def _builtin_row(dataset_id: str) -> dict:
+    """A built-in dataset's row: its description when loaded, else what ``BUILTIN_INFO`` knows
+    (listing must not generate hundreds of MB of images)."""
+    from data.builtin import BUILTIN_INFO
+
+    if dataset_id in _LOADED:
+        return {**_LOADED[dataset_id][1].describe(), "source": "builtin", "status": "ok", "reason": ""}
+    info = BUILTIN_INFO[dataset_id]
+    return {"id": dataset_id, "source": "builtin", "status": "ok", "reason": "", "task": info.task,
+            "classes": list(info.classes), "input_shape": list(info.input_shape)}
+
+
 def _entry_row(entry: DatasetEntry) -> dict:
-    stamp, reason = _FAILED.get(entry.id, ((), ""))
-    reason = reason if stamp == _stamp(entry) else ""
+    """A manifest dataset's row: its description once loaded, its load error, or its entry."""
+    stamp = _stamp(entry)
+    loaded = _LOADED.get(entry.id)
+    failed_stamp, reason = _FAILED.get(entry.id, ((), ""))
+    reason = reason if failed_stamp == stamp else ""
+    described = loaded[1].describe() if loaded is not None and loaded[0] == stamp else {"id": entry.id}
     return {
-        "id": entry.id,
+        **described,
         "source": "manifest",
         "status": "error" if reason else "ok",
         "reason": reason,
@@ -91,7 +107,8 @@ def _entry_row(entry: DatasetEntry) -> dict:
 
 def list_datasets(check: bool = False) -> list[dict]:
     """Every known dataset as a dict with ``id``, ``source`` (builtin/manifest/session), ``status``
-    ("ok"/"error") and ``reason``; ``check=True`` loads each manifest dataset first to verify it."""
+    ("ok"/"error") and ``reason``, plus task/classes/shape where known without loading;
+    ``check=True`` loads each manifest dataset first to verify it."""
     with _LOCK:
         manifest = current_manifest()
         if check:
@@ -100,7 +117,7 @@ def list_datasets(check: bool = False) -> list[dict]:
                     _load_manifest_dataset(entry)
                 except DatasetError:
                     pass  # recorded in _FAILED, shown below
-        rows = [{"id": i, "source": "builtin", "status": "ok", "reason": ""} for i in _builtins()]
+        rows = [_builtin_row(i) for i in _builtins()]
         rows += [_entry_row(e) for e in manifest.datasets]
         rows += [
             {"id": e.id, "source": "manifest", "status": "error", "reason": e.reason}

@@ -132,6 +132,15 @@ def _entry_row(entry: ModelEntry) -> dict:
     }
 
 
+def _zoo_row(model_id: str) -> dict:
+    """A zoo model's listing row: its handle's description (zoo models are small, so listing loads
+    them on the CPU, which also verifies their weights), or its load error."""
+    try:
+        return {**get_model(model_id, "cpu").describe(), "status": "ok", "reason": ""}
+    except ModelError as err:
+        return {"id": model_id, "source": "zoo", "status": "error", "reason": str(err)}
+
+
 def list_models(check: bool = False) -> list[dict]:
     """Every known model as a dict with ``id``, ``source`` (zoo/manifest/session), ``status``
     ("ok"/"error") and ``reason``. Manifest models are listed from their entries without loading;
@@ -144,14 +153,14 @@ def list_models(check: bool = False) -> list[dict]:
                     _load_manifest_model(entry, torch.device("cpu"))
                 except ModelError:
                     pass  # recorded in _FAILED, shown below
-        rows = [{"id": i, "source": "zoo", "status": "ok", "reason": ""} for i in _zoo()]
+        rows = [_zoo_row(i) for i in _zoo()]
         rows += [_entry_row(e) for e in manifest.models]
         rows += [
             {"id": e.id, "source": "manifest", "status": "error", "reason": e.reason}
             for e in manifest.errors
             if e.kind == "model" and e.id is not None
         ]
-        rows += [{**h.describe(), "source": "session", "status": "ok", "reason": ""} for h in _SESSION.values()]
+        rows += [{**h.describe(), "status": "ok", "reason": ""} for h in _SESSION.values()]
         return rows
 
 
@@ -161,11 +170,13 @@ def manifest_errors() -> list[EntryError]:
 
 
 def register_model(handle: ModelHandle) -> None:
-    """Add an in-process model (e.g. from a notebook) under ``handle.id``. It is visible only in this
-    process, so jobs that run on Dask workers cannot load it. Re-registering an id replaces it."""
+    """Add an in-process model (e.g. from a notebook) under ``handle.id`` and mark it
+    ``source = "session"``: it exists only in this process, so Dask workers cannot load it by id.
+    Re-registering an id replaces it."""
     if not ID_PATTERN.fullmatch(handle.id):
         raise ModelError(f"model id {handle.id!r} must match [A-Za-z0-9_.-]+")
     with _LOCK:
         if handle.id in _zoo() or current_manifest().model(handle.id) is not None:
             raise ModelError(f"model id {handle.id!r} is already used by a built-in or manifest model")
+        handle.source = "session"
         _SESSION[handle.id] = handle

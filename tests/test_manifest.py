@@ -46,6 +46,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     zoo.load_zoo_model = lambda model_id, device=None: ModelHandle(model_id, _tiny(0), "tabular", (4,), ["a", "b", "c"])
     builtin = types.ModuleType("data.builtin")
     builtin.BUILTIN_DATASETS = {BUILTIN_DS: _builtin_dataset}
+    info = types.SimpleNamespace(task="tabular", classes=("a", "b", "c"), input_shape=(4,))
+    builtin.BUILTIN_INFO = {BUILTIN_DS: info}
     builtin.load_builtin = lambda dataset_id: builtin.BUILTIN_DATASETS[dataset_id]()
     monkeypatch.setitem(sys.modules, "model_registry.zoo", zoo)
     monkeypatch.setitem(sys.modules, "data.builtin", builtin)
@@ -198,7 +200,8 @@ def test_list_and_get_models_across_sources(home: Path) -> None:
     path = ts_model(home, "net", seed=3)
     write(home, model("net", path, description="mine"), model("ghost", home / "missing.ts"))
     rows = {r["id"]: r for r in model_registry.list_models()}
-    assert rows[ZOO_ID]["source"] == "zoo"
+    assert rows[ZOO_ID]["source"] == "zoo" and rows[ZOO_ID]["status"] == "ok"
+    assert rows[ZOO_ID]["input_shape"] == [4] and rows[ZOO_ID]["classes"] == ["a", "b", "c"]
     assert rows["net"]["status"] == "ok" and rows["net"]["description"] == "mine"
     assert rows["ghost"]["status"] == "error" and "does not exist" in rows["ghost"]["reason"]
     handle = model_registry.get_model("net", "cpu")
@@ -206,6 +209,17 @@ def test_list_and_get_models_across_sources(home: Path) -> None:
     torch.testing.assert_close(handle.logits(torch.ones(2, 4)), _tiny(3)(torch.ones(2, 4)).detach())
     with pytest.raises(ModelError, match=rf"unknown model 'nobody'; known: \['net', '{ZOO_ID}'\]"):
         model_registry.get_model("nobody")
+
+
+def test_zoo_model_that_fails_to_load_is_listed_with_its_reason(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    zoo = sys.modules["model_registry.zoo"]
+
+    def broken(model_id: str, device=None) -> ModelHandle:
+        raise ModelError(f"weights for {model_id!r} missing; run python -m model_registry.train_zoo")
+
+    monkeypatch.setattr(zoo, "load_zoo_model", broken)
+    rows = {r["id"]: r for r in model_registry.list_models()}
+    assert rows[ZOO_ID]["status"] == "error" and "train_zoo" in rows[ZOO_ID]["reason"]
 
 
 def test_load_failure_names_the_entry_and_shows_in_the_listing(home: Path) -> None:
@@ -254,9 +268,9 @@ def test_replaced_weights_file_is_reloaded(home: Path) -> None:
 
 
 def test_register_model_in_process(home: Path) -> None:
-    handle = ModelHandle("notebook_net", _tiny(5), "tabular", (4,), ["a", "b", "c"], source="session")
+    handle = ModelHandle("notebook_net", _tiny(5), "tabular", (4,), ["a", "b", "c"])
     model_registry.register_model(handle)
-    assert model_registry.get_model("notebook_net") is handle
+    assert model_registry.get_model("notebook_net") is handle and handle.source == "session"
     assert {r["id"]: r["source"] for r in model_registry.list_models()}["notebook_net"] == "session"
     with pytest.raises(ModelError, match=f"'{ZOO_ID}' is already used"):
         model_registry.register_model(ModelHandle(ZOO_ID, _tiny(5), "tabular", (4,), ["a", "b", "c"]))
@@ -269,8 +283,10 @@ def test_list_and_get_datasets(home: Path) -> None:
     write(home, csv_dataset(home, "d"), toml_entry("dataset", id="broken", kind="npz", path="broken.npz"))
     (home / "broken.npz").write_bytes(b"not a zip")
     rows = {r["id"]: r for r in data_registry.list_datasets()}
-    assert rows[BUILTIN_DS]["source"] == "builtin" and rows["d"]["status"] == "ok"
+    assert rows[BUILTIN_DS]["source"] == "builtin" and rows[BUILTIN_DS]["input_shape"] == [4]
+    assert rows["d"]["status"] == "ok" and "n_samples" not in rows["d"]  # listed without loading
     ds = data_registry.get_dataset("d")
+    assert {r["id"]: r for r in data_registry.list_datasets()}["d"]["n_samples"] == 6
     assert ds is data_registry.get_dataset("d") and ds.input_shape == (4,) and len(ds) == 6
     assert data_registry.get_dataset(BUILTIN_DS).id == BUILTIN_DS
     with pytest.raises(DatasetError, match="dataset 'broken': cannot read"):
