@@ -15,12 +15,15 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from data.base import Dataset, DatasetError, Split
 from model_registry.manifest import DatasetEntry
+
+if TYPE_CHECKING:  # PIL is imported on use
+    from PIL.Image import Image as PILImage
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 TABLE_QUERIES = {
@@ -123,7 +126,7 @@ def _image_files(entry: DatasetEntry, folder: Path) -> list[Path]:
     return files
 
 
-def _read_image(entry: DatasetEntry, path: Path):  # -> PIL.Image.Image (PIL imported on use)
+def _read_image(entry: DatasetEntry, path: Path) -> PILImage:
     from PIL import Image
 
     try:
@@ -134,7 +137,9 @@ def _read_image(entry: DatasetEntry, path: Path):  # -> PIL.Image.Image (PIL imp
         raise DatasetError(f"dataset {entry.id!r}: cannot read image {str(path)!r}: {err}") from None
 
 
-def _image_array(entry: DatasetEntry, img, path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+def _image_array(
+    entry: DatasetEntry, img: PILImage, path: Path, channels: int, size: tuple[int, int] | None
+) -> np.ndarray:
     """One image as a C×H×W float32 array in [0, 1]."""
     from PIL import Image
 
@@ -151,12 +156,19 @@ def _image_array(entry: DatasetEntry, img, path: Path, channels: int, size: tupl
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
+def _is_grey(img: PILImage) -> bool:
+    """Greyscale modes (1, L, LA, I, F…); palette images count as colour."""
+    from PIL import Image
+
+    return Image.getmodebase(img.mode) == "L"
+
+
 def load_image_folder(entry: DatasetEntry) -> Dataset:
-    """image_folder: ``path/<class>/<image>``; channels default to 1 when every image is single-band."""
+    """image_folder: ``path/<class>/<image>``; channels default to 1 when every image is greyscale."""
     folders = _class_folders(entry)
     files = [(label, f) for label, folder in enumerate(folders) for f in _image_files(entry, folder)]
     images = [_read_image(entry, f) for _, f in files]
-    channels = entry.channels or (1 if all(len(img.getbands()) == 1 for img in images) else 3)
+    channels = entry.channels or (1 if all(_is_grey(img) for img in images) else 3)
     arrays: list[np.ndarray] = []
     for img, (_, path) in zip(images, files):
         size = (arrays[0].shape[2], arrays[0].shape[1]) if arrays else None

@@ -451,10 +451,12 @@ def cached_manifest(
     while the app runs appear on the next lookup without a restart."""
     path = Path(path)
     key = (path, _stamp(path), reserved_models, reserved_datasets)
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = read_manifest(path, reserved_models, reserved_datasets)
-    return _CACHE[key]
+    manifest = _CACHE.get(key)
+    if manifest is None:
+        manifest = read_manifest(path, reserved_models, reserved_datasets)
+        _CACHE.clear()  # keep only the newest version
+        _CACHE[key] = manifest
+    return manifest
 
 
 def builtin_ids() -> tuple[frozenset[str], frozenset[str]]:

@@ -35,7 +35,11 @@ def _device_key(device: torch.device | str | None) -> torch.device:
 
 
 def _stamp(entry: ModelEntry) -> tuple:
-    return entry, source_stamp(entry.path)
+    """What a cached load (or failure) depends on: the entry, its weights file and, for a manifest
+    dataset, that dataset's entry and files (so fixing the dataset clears a mismatch error)."""
+    dataset = current_manifest().dataset(entry.dataset) if entry.dataset is not None else None
+    dataset_stamp = (dataset, source_stamp(dataset.path)) if dataset is not None else ()
+    return entry, source_stamp(entry.path), dataset_stamp
 
 
 def _check_dataset(handle: ModelHandle) -> None:

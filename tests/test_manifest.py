@@ -246,6 +246,8 @@ def test_dataset_features_must_match_the_model_input(home: Path) -> None:
     with pytest.raises(ModelError, match=expected):
         model_registry.get_model("m", "cpu")
     assert model_registry.get_model("ok", "cpu").dataset == "d4"
+    (home / "d5.csv").write_text((home / "d4.csv").read_text())  # fixing the dataset clears the error
+    assert model_registry.get_model("m", "cpu").dataset == "d5"
 
 
 def test_manifest_is_reread_when_the_file_changes(home: Path) -> None:

@@ -274,6 +274,15 @@ def test_image_folder_grayscale_and_resize(home: Path) -> None:
     assert ds3.input_shape == (3, 4, 5)
 
 
+def test_palette_images_count_as_colour(home: Path) -> None:
+    for cls in ("a", "b"):
+        (home / "pal" / cls).mkdir(parents=True)
+        Image.new("RGB", (4, 4), (204, 0, 51)).convert("P").save(home / "pal" / cls / "x.png")  # web palette
+    ds = load_ds(home, home / "pal", "image_folder")
+    assert ds.input_shape == (3, 4, 4)
+    np.testing.assert_allclose(ds.inputs([0]).numpy()[0, :, 0, 0], np.array([204, 0, 51]) / 255, atol=1e-6)
+
+
 def test_image_folder_size_mismatch_and_corrupt_file_name_the_file(home: Path) -> None:
     _image_folder(home / "imgs")
     Image.new("RGB", (9, 9)).save(home / "imgs" / "dog" / "big.png")
