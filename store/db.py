@@ -31,7 +31,9 @@ single runs, expect ±30 %):
 """
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,13 +77,31 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0.002, 0.02) * min(attempt, 10))
 
 
+def _create(path: Path) -> None:
+    """Create an empty database file atomically: build it under a temporary name, then hard-link
+    it into place. Two processes opening a missing file at once otherwise race, and the loser
+    reads a half-written header ("exists, but it is not a valid DuckDB database file": seen in
+    tests/test_store_concurrency.py before this existed)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        duckdb.connect(str(tmp)).close()
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process or thread created it first
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def connect(path: Path, timeout: float = LOCK_TIMEOUT_S) -> duckdb.DuckDBPyConnection:
-    """Open ``path`` read-write, retrying while another process holds its lock.
+    """Open ``path`` read-write (creating it if missing), retrying while another process holds
+    its lock.
 
     Always read-write: DuckDB refuses a read-only and a read-write connection to the same file
     within one process, and the app's threads read and write. Raises :class:`StoreBusy` after
     ``timeout`` seconds.
     """
+    if not path.exists():
+        _create(path)
     started = time.monotonic()
     attempt = 0
     while True:
@@ -100,6 +120,9 @@ def connect(path: Path, timeout: float = LOCK_TIMEOUT_S) -> duckdb.DuckDBPyConne
             STATS.lock_retries += 1
             _backoff(attempt)
             continue
+        # Only registered tables may be read: without this, a query naming a missing table would
+        # silently scan a Python variable of that name (DuckDB's replacement scans).
+        con.execute("SET python_enable_replacements = false")
         waited = time.monotonic() - started
         STATS.connects += 1
         STATS.lock_wait_s += waited

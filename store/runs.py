@@ -303,15 +303,12 @@ class Store:
         created = schema.utc_now()
         table = _items_table([_item_row(self.root, meta, rec, created) for rec in unique])
 
-        def insert(con: duckdb.DuckDBPyConnection) -> None:
-            con.register("incoming_items", table)
-            try:
-                con.execute("INSERT OR IGNORE INTO items BY NAME SELECT * FROM incoming_items")
+        with self._open() as con:
+            con.register("incoming_items", table)  # outside the transaction: after a failed
+            try:  # statement, only ROLLBACK may run in it
+                db.write(con, lambda c: c.execute("INSERT OR IGNORE INTO items BY NAME SELECT * FROM incoming_items").fetchall())
             finally:
                 con.unregister("incoming_items")
-
-        with self._open() as con:
-            db.write(con, insert)
 
     def put_run(self, run_meta: Mapping[str, Any], item_keys: Sequence[str]) -> str:
         """Store a run over already-stored items (``item_keys[i]`` explains ``sample_ids[i]``) and
@@ -328,12 +325,12 @@ class Store:
 
         def insert(con: duckdb.DuckDBPyConnection) -> None:
             self._check_items_stored(con, key, keys)
-            con.execute(f"INSERT OR IGNORE INTO runs VALUES ({', '.join('?' * len(row))})", row)
+            con.execute(f"INSERT OR IGNORE INTO runs VALUES ({', '.join('?' * len(row))})", row).fetchall()
             con.execute(
                 "INSERT OR IGNORE INTO run_items SELECT $1, unnest(range(len(ks))), unnest(ks) "
                 "FROM (SELECT $2::VARCHAR[] AS ks)",
                 [key, keys],
-            )
+            ).fetchall()
 
         with self._open() as con:
             db.write(con, insert)
@@ -439,9 +436,10 @@ class Store:
         return found, [k for k in dict.fromkeys(keys) if k not in found]
 
     def _fetch_run(self, con: duckdb.DuckDBPyConnection, key: str) -> _RunRow:
-        values = con.execute(f"SELECT {', '.join(schema.RUN_COLUMNS)} FROM runs WHERE key = ?", [key]).fetchone()
-        if values is None:
+        found = con.execute(f"SELECT {', '.join(schema.RUN_COLUMNS)} FROM runs WHERE key = ?", [key]).fetchall()
+        if not found:
             raise RunNotFound(f"no stored run with key {key}")
+        values = found[0]
         item_keys = con.execute("SELECT item_key FROM run_items WHERE run_key = ? ORDER BY position", [key]).fetchall()
         run = _RunRow(tuple(values), tuple(k for (k,) in item_keys))
         _MEMO.put((self._id, "run", key), run, 1024)

@@ -118,15 +118,14 @@ def utc_now() -> datetime:
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    """The file's schema version; 0 for a new, empty file."""
-    found = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = 'schema_version'"
-    ).fetchone()
-    if not found or not found[0]:
+    """The file's schema version; 0 for a new, empty file. (Results are always read to the end:
+    DuckDB 2.0 refuses other work on a connection with an unfinished result, e.g. after
+    ``fetchone``.)"""
+    try:
+        (version,), = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+    except duckdb.CatalogException:  # no schema_version table: a new file
         return 0
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    return int(version)
 
 
 def _check_order(migrations: tuple[Migration, ...]) -> None:
@@ -160,9 +159,9 @@ def _apply(con: duckdb.DuckDBPyConnection, migrations: tuple[Migration, ...]) ->
     for migration in migrations[current:]:
         with transaction(con):
             for statement in migration.statements:
-                con.execute(statement)
+                con.execute(statement).fetchall()
             con.execute(
                 "INSERT INTO schema_version VALUES (?, ?, ?)",
                 [migration.version, migration.description, utc_now()],
-            )
+            ).fetchall()
     return len(migrations)
