@@ -16,6 +16,8 @@ _LOCK = threading.RLock()
 _LOADED: dict[str, tuple[tuple, Dataset]] = {}
 _FAILED: dict[str, tuple[tuple, str]] = {}
 _SESSION: dict[str, Dataset] = {}
+# The task a dataset kind implies before loading (npz: decided by the array's shape).
+_KIND_TASK = {"image_folder": "image", "table": "tabular"}
 
 
 def _builtins() -> dict[str, Callable[[], Dataset]]:
@@ -93,7 +95,10 @@ def _entry_row(entry: DatasetEntry) -> dict:
     loaded = _LOADED.get(entry.id)
     failed_stamp, reason = _FAILED.get(entry.id, ((), ""))
     reason = reason if failed_stamp == stamp else ""
-    described = loaded[1].describe() if loaded is not None and loaded[0] == stamp else {"id": entry.id}
+    described = (
+        loaded[1].describe() if loaded is not None and loaded[0] == stamp
+        else {"id": entry.id, "task": _KIND_TASK.get(entry.kind)}
+    )
     return {
         **described,
         "source": "manifest",

@@ -286,7 +286,8 @@ def test_list_and_get_datasets(home: Path) -> None:
     (home / "broken.npz").write_bytes(b"not a zip")
     rows = {r["id"]: r for r in data_registry.list_datasets()}
     assert rows[BUILTIN_DS]["source"] == "builtin" and rows[BUILTIN_DS]["input_shape"] == [4]
-    assert rows["d"]["status"] == "ok" and "n_samples" not in rows["d"]  # listed without loading
+    assert rows["d"]["status"] == "ok" and rows["d"]["task"] == "tabular"
+    assert "n_samples" not in rows["d"]  # listed without loading
     ds = data_registry.get_dataset("d")
     assert {r["id"]: r for r in data_registry.list_datasets()}["d"]["n_samples"] == 6
     assert ds is data_registry.get_dataset("d") and ds.input_shape == (4,) and len(ds) == 6
