@@ -1,0 +1,52 @@
+"""The Streamlit app through AppTest: the home page lists the zoo, and share links open stored runs
+or show a clear "not found" message (never a traceback or an SQL error)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import loupe
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+pytest.importorskip("model_registry.zoo")
+
+
+def _run(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [e.value for e in at.error] + [s.value for s in at.subheader]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_home_lists_models_datasets_and_explainers():
+    at = _run()
+    assert not at.exception
+    assert at.title[0].value.endswith("Loupe")
+    frames = [df.value for df in at.dataframe]
+    model_ids = set(frames[0]["id"])
+    assert {"shapes_cnn", "shapes_resnet", "digits_cnn", "breast_cancer_mlp", "highdim_mlp"} <= model_ids
+    assert {"shapes", "digits", "breast_cancer", "highdim"} <= set(frames[1]["id"])
+    assert "integrated_gradients" in set(frames[2]["id"])
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "' OR 1=1 --", "../../etc/passwd", "a" * 64, "A" * 65, ""])
+def test_bad_share_links_show_not_found(bad):
+    at = _run({"run": bad})
+    assert not at.exception
+    assert at.error and "Run not found" in at.error[0].value
+    assert "Traceback" not in _text(at) and "SQL" not in _text(at)
+
+
+def test_share_link_opens_the_stored_run():
+    res = loupe.explain("shapes_cnn", "shapes", "60:62", "saliency")
+    at = _run({"run": res.key})
+    assert not at.exception
+    assert "saliency" in at.subheader[0].value and "shapes_cnn" in at.subheader[0].value
+    assert at.get("download_button") and not at.error
