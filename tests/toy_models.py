@@ -54,14 +54,16 @@ class LinearProbability(nn.Module):
 
 
 class Constant(nn.Module):
-    """Output independent of the input but still differentiable: 0·Σx + c."""
+    """Output independent of the input but still differentiable: 0·Σ g(x) + c, where g is a 1×1
+    convolution for images (so Grad-CAM has a layer) and the identity for tables."""
 
-    def __init__(self, logits: torch.Tensor) -> None:
+    def __init__(self, logits: torch.Tensor, image: bool) -> None:
         super().__init__()
         self.register_buffer("logits", logits.clone())
+        self.conv = nn.Conv2d(3, 2, 1) if image else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.0 * x.flatten(1).sum(dim=1, keepdim=True) + self.logits
+        return 0.0 * self.conv(x).flatten(1).sum(dim=1, keepdim=True) + self.logits
 
 
 class OneRegion(nn.Module):
@@ -161,12 +163,12 @@ def linear_probability_table() -> ModelHandle:
 
 def constant_image() -> ModelHandle:
     """Image model whose logits never change."""
-    return _handle("toy_constant_image", Constant(torch.tensor([[1.0, -2.0, 0.5]])), "image", IMAGE_SHAPE, 3)
+    return _handle("toy_constant_image", Constant(torch.tensor([[1.0, -2.0, 0.5]]), image=True), "image", IMAGE_SHAPE, 3)
 
 
 def constant_table() -> ModelHandle:
     """Tabular model whose logits never change."""
-    return _handle("toy_constant_table", Constant(torch.tensor([[0.3, 0.7]])), "tabular", (6,), 2)
+    return _handle("toy_constant_table", Constant(torch.tensor([[0.3, 0.7]]), image=False), "tabular", (6,), 2)
 
 
 REGION = (2, 4, 3)  # top, left, size of the patch the one-region model looks at
