@@ -92,7 +92,7 @@ def explain_samples(
 
     ``batch_size`` only chunks the work: explainers are batch invariant, so it never changes results.
     """
-    from explainers.evaluation import evaluate
+    from explainers.evaluation import evaluate_with_curves
 
     explainer = get_explainer(explainer_id)
     reason = explainer.unsupported_reason(model)
@@ -118,10 +118,12 @@ def explain_samples(
         tb = torch.as_tensor(targets[sl], device=model.device)
         part = explainer.explain(model, xb, tb, p, background)
         maps.append(np.asarray(part.attributions, dtype=np.float32))
-        extras_parts.append((len(xb), part.extras))
+        extras = dict(part.extras)
         if with_metrics:
-            mb = None if masks is None else masks[sl]
-            metrics.extend(evaluate(model, xb, maps[-1], tb, mb))
+            rows, curves = evaluate_with_curves(model, xb, maps[-1], tb, None if masks is None else masks[sl])
+            metrics.extend(rows)
+            extras.update(deletion_curve=curves.deletion, insertion_curve=curves.insertion)
+        extras_parts.append((len(xb), extras))
         if progress:
             progress(min(start + batch_size, len(ids)), len(ids))
     return Result(
