@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -364,11 +365,15 @@ def evaluate(
 def randomized_model(model: ModelHandle, seed: int = 0) -> ModelHandle:
     """A deep copy of ``model`` with every parameter re-initialised (seeded): modules with
     ``reset_parameters`` use it (PyTorch's default init); other parameters are redrawn from a normal
-    with their own mean and standard deviation. Buffers (e.g. normalisation) are kept."""
+    with their own mean and standard deviation. Buffers (e.g. normalisation) are kept.
+
+    The generator seed is a hash of ``seed``, not ``seed`` itself: a model built under
+    ``torch.manual_seed(0)`` would otherwise be "re-initialised" to exactly its own weights."""
     module = copy.deepcopy(model.module)
     device = model.device
+    digest = hashlib.sha256(f"loupe.randomized_model:{int(seed)}".encode()).digest()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(seed)
+        torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
         reset: set[int] = set()
         for sub in module.modules():
             if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False)):
