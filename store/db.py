@@ -1,56 +1,55 @@
-"""Connections to the Loupe DuckDB file that several processes can share.
+"""Connections to the Loupe DuckDB file that several processes (and threads) can share.
 
 A DuckDB file admits one read-write process at a time; a second process's ``connect`` fails with
 an ``IOException`` "Could not set lock on file" (notes/stack.md §1a). The Streamlit app and a CLI
-batch must both read and write the cache, so every operation opens a short-lived connection,
-retries the open with jittered back-off while another process holds the lock, does its work in one
-transaction, and closes, which releases the lock (stack.md §1d, §1e.3). No connection is kept
-between operations, so neither process can starve the other for longer than one operation.
+batch must both read and write the cache, so every operation is short (stack.md §1d, §1e.3):
 
-Threads of one process share DuckDB's instance (a second ``connect`` to the same path reuses it),
-so they never hit the file lock; they can hit each other's transactions instead (duplicate primary
-key or write-write conflict on an idempotent insert, stack.md §1a). :func:`write` rolls back and
-re-runs the transaction; the inserts are ``INSERT OR IGNORE``, so the re-run skips what the other
-thread committed and stores the rest: "already stored" never loses a row.
+1. take this operation's *turn*: an exclusive ``flock`` on ``<db>.lock``, polled every 0.5–3 ms;
+2. ``duckdb.connect`` (retried with jittered back-off if a non-Loupe process holds the file);
+3. one transaction; 4. ``close`` (which checkpoints and releases DuckDB's lock); 5. end the turn.
 
-Measured here (bench/store.py, duckdb 2.0.1, 2 shared CPU cores, small rows, maps in .npy files;
-single runs, expect ±30 %):
+No connection is kept between operations, so no process locks the others out for longer than one
+operation, and a lock error never reaches a caller (:class:`StoreBusy`, with a plain message, only
+after :data:`LOCK_TIMEOUT_S`). Separate ``open`` calls take separate ``flock`` locks, so threads of
+one process queue on the turn too and never run conflicting transactions (without it, stack.md
+§1a saw duplicate-key aborts on concurrent ``INSERT OR IGNORE``; tests/test_store_concurrency.py
+reproduced them, 15 in 3 runs of its thread test, before the turn lock).
 
-* connect cost: ``duckdb.connect`` 13 ms + ``close`` 2 ms, the same for ``:memory:``: it is the
-  instance start-up, not the file. A query on an open connection takes 0.5 ms.
-* per-write latency, one process: ``put_items`` of 64 items (64×64 maps + curves) 36 ms median,
-  ``put_run`` 26 ms median (connect + transaction + close; the .npy/.npz writes are ~0.2 ms each).
-* two writer processes on one file, each storing 50 runs of 16 items (put_items + put_run, plus a
-  get_run and a list_runs between writes): no error, every row once, 10.8 s wall for 400
-  operations (37 ops/s together vs 45 ops/s for one process alone), 211 + 174 lock retries,
-  median wait for the lock per connection 0 ms, worst 0.74 s.
-* cached lookup of one stored run (100 items): 21 ms cold (a fresh process: connect + 3 queries +
-  100 ``np.load``), 0.05 ms warm. Warm reads come from :mod:`store.runs`' in-process memo of
-  immutable records, not from a held connection, because a held connection would lock every other
-  process out of the file.
+Measured with bench/store.py (duckdb 2.0.1, 2 CPU cores shared with other jobs, load average
+2–4, so expect ±30 %; maps are 64×64 float32 .npy files, rows are small):
+
+* connect cost: open 15–17 ms, close 2–3 ms after a read (up to ~25 ms after a write: the
+  checkpoint), one query on an open connection 0.7–0.9 ms. ``connect`` to ``:memory:`` costs the
+  same 13 ms: it is DuckDB's instance start-up, not the file. A refused connect costs ~6 ms of CPU,
+  a refused ``flock`` microseconds: that is why waiters poll the flock, not DuckDB.
+* per-operation latency, one writer process (30 runs of 16 items): put_items 60–76 ms, put_run
+  45–79 ms, lookup of 4 items 27–42 ms, list_runs 25–37 ms (medians).
+* two writer processes on one file, same work each, paired runs, flock turn vs DuckDB-lock
+  polling alone: 24–26 vs 22–23 operations/s together (one process alone: 20–22), worst wait for
+  the database 0.16–0.17 s vs 0.77–1.08 s, worst operation 0.2 s vs 0.8–1.1 s (73–94 refused
+  connects per process without the turn, 0 with it). No run lost or duplicated in either.
+* looking up one stored run of 100 samples: 0.08 ms warm (read before in this process: served
+  from :mod:`store.runs`' memo of immutable records), 49 ms cold (connect + 3 queries + close +
+  100 ``np.load``). A process-lifetime connection would make cold reads ~30 ms faster but would
+  lock every other process out of the file, so the memo is what meets the < 10 ms goal.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import duckdb
 
-T = TypeVar("T")
-
 LOCK_TIMEOUT_S = 30.0
 """How long an operation waits for another process to release the file before giving up."""
-CONFLICT_ATTEMPTS = 8
-"""How often a transaction is re-run after colliding with another thread's transaction."""
 _LOCK_MESSAGE = "could not set lock"
-_CONFLICT_MESSAGES = ("primary key", "duplicate key", "conflict")
 
 
 class StoreBusy(RuntimeError):
@@ -59,13 +58,14 @@ class StoreBusy(RuntimeError):
 
 @dataclass
 class LockStats:
-    """Counters for this process (read by bench/store.py and the concurrency tests)."""
+    """Counters for this process (read by bench/store.py and the concurrency tests): connections
+    opened, refused DuckDB connects, polls of a busy turn lock, and the longest time from asking
+    for a connection to having it open."""
 
     connects: int = 0
     lock_retries: int = 0
-    lock_wait_s: float = 0.0
     max_lock_wait_s: float = 0.0
-    conflict_retries: int = 0
+    turn_waits: int = 0
 
 
 STATS = LockStats()
@@ -123,21 +123,46 @@ def connect(path: Path, timeout: float = LOCK_TIMEOUT_S) -> duckdb.DuckDBPyConne
         # Only registered tables may be read: without this, a query naming a missing table would
         # silently scan a Python variable of that name (DuckDB's replacement scans).
         con.execute("SET python_enable_replacements = false")
-        waited = time.monotonic() - started
         STATS.connects += 1
-        STATS.lock_wait_s += waited
-        STATS.max_lock_wait_s = max(STATS.max_lock_wait_s, waited)
         return con
 
 
 @contextmanager
+def _turn(path: Path, timeout: float) -> Iterator[None]:
+    """Hold ``<path>.lock`` (an exclusive ``flock``) for the duration of one operation, so Loupe
+    processes queue on a cheap lock instead of polling DuckDB's (a refused ``duckdb.connect``
+    costs ~6 ms of CPU; a refused ``flock`` microseconds, so waiters can poll every few ms)."""
+    started = time.monotonic()
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - started > timeout:
+                    raise StoreBusy(f"the Loupe database {path} is busy: another Loupe process has held it "
+                                    f"for {timeout:g} s; try again when it has finished") from None
+                STATS.turn_waits += 1
+                time.sleep(random.uniform(0.0005, 0.003))
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def connection(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection: open with retry, always closed (which releases the file lock)."""
-    con = connect(path, timeout)
-    try:
-        yield con
-    finally:
-        con.close()
+    """A short-lived connection: wait for this process's turn, open with retry, always closed
+    (which releases the file lock)."""
+    started = time.monotonic()
+    with _turn(path, timeout):
+        con = connect(path, timeout)
+        waited = time.monotonic() - started
+        STATS.max_lock_wait_s = max(STATS.max_lock_wait_s, waited)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -158,25 +183,3 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     except BaseException:
         _rollback(con)
         raise
-
-
-def _is_conflict(exc: duckdb.Error) -> bool:
-    """A collision with a concurrent transaction on the same rows (not a real constraint bug)."""
-    text = str(exc).lower()
-    return any(m in text for m in _CONFLICT_MESSAGES)
-
-
-def write(con: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-    """Run ``work(con)`` in a transaction; re-run it when it collides with another thread's
-    transaction. ``work`` must be idempotent (``INSERT OR IGNORE``)."""
-    attempt = 1
-    while True:
-        try:
-            with transaction(con):
-                return work(con)
-        except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
-            if attempt >= CONFLICT_ATTEMPTS or not _is_conflict(exc):
-                raise
-            STATS.conflict_retries += 1
-            _backoff(attempt)
-            attempt += 1

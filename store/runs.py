@@ -92,10 +92,11 @@ class _StoredArrays(Mapping[str, np.ndarray]):
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._loaded is None:
-            if not self._path.exists():
-                raise StoreError(f"the arrays file of a stored item is missing: {self._path}")
-            with np.load(self._path, allow_pickle=False) as npz:
-                loaded = {name: npz[name] for name in self._names}
+            try:
+                with np.load(self._path, allow_pickle=False) as npz:
+                    loaded = {name: npz[name] for name in self._names}
+            except FileNotFoundError:
+                raise StoreError(f"the arrays file of a stored item is missing: {self._path}") from None
             for array in loaded.values():
                 array.setflags(write=False)
             self._loaded = loaded
@@ -276,7 +277,8 @@ def _where(filters: Mapping[str, str | None], alias: str) -> tuple[str, list[Any
 class Store:
     """The DuckDB file (default ``$LOUPE_HOME/loupe.duckdb``) and the maps folder beside it.
 
-    The constructor touches nothing; every method opens a short-lived connection (store.db)."""
+    The constructor only resolves paths (for the default, ``loupe_home()`` creates LOUPE_HOME); every
+    method opens a short-lived connection (store.db)."""
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else loupe_home() / "loupe.duckdb"
@@ -306,7 +308,8 @@ class Store:
         with self._open() as con:
             con.register("incoming_items", table)  # outside the transaction: after a failed
             try:  # statement, only ROLLBACK may run in it
-                db.write(con, lambda c: c.execute("INSERT OR IGNORE INTO items BY NAME SELECT * FROM incoming_items").fetchall())
+                with db.transaction(con):
+                    con.execute("INSERT OR IGNORE INTO items BY NAME SELECT * FROM incoming_items").fetchall()
             finally:
                 con.unregister("incoming_items")
 
@@ -323,7 +326,7 @@ class Store:
             raise ValueError(f"run {key}: {len(sample_ids)} sample ids but {len(keys)} item keys (need ≥ 1, equal)")
         row = self._run_values(key, run_meta, sample_ids)
 
-        def insert(con: duckdb.DuckDBPyConnection) -> None:
+        with self._open() as con, db.transaction(con):
             self._check_items_stored(con, key, keys)
             con.execute(f"INSERT OR IGNORE INTO runs VALUES ({', '.join('?' * len(row))})", row).fetchall()
             con.execute(
@@ -331,9 +334,6 @@ class Store:
                 "FROM (SELECT $2::VARCHAR[] AS ks)",
                 [key, keys],
             ).fetchall()
-
-        with self._open() as con:
-            db.write(con, insert)
         return key
 
     @staticmethod
@@ -466,9 +466,10 @@ class Store:
         array = None
         if row["map_path"] is not None:
             path = self.root / row["map_path"]
-            if not path.exists():
-                raise StoreError(f"the map file of stored item {key} is missing: {path}")
-            array = np.load(path, allow_pickle=False)
+            try:
+                array = np.load(path, allow_pickle=False)
+            except FileNotFoundError:
+                raise StoreError(f"the map file of stored item {key} is missing: {path}") from None
             array.setflags(write=False)
         names = row["array_names"] or []
         arrays: Mapping[str, np.ndarray] = _StoredArrays(self.root / _arrays_rel(key), names) if names else {}

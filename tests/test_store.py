@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from store import schema
+from store import db, schema
 from store.export import export, top_k
 from store.keys import InvalidKey, canonical_json, check_key, is_valid_key, item_key, run_key
 from store.links import parse_run_param, run_link
@@ -162,6 +162,21 @@ def test_stored_records_are_read_only(store: Store):
         run.items[0].metrics["deletion_auc"] = 2.0  # type: ignore[index]
     run.meta["params"]["abs"] = False
     assert store.get_run(key).meta["params"] == META["params"]
+
+
+def test_repeated_reads_are_served_without_opening_the_database(store: Store, monkeypatch: pytest.MonkeyPatch):
+    key, items = _put(store, META, [0, 1])
+    first = store.get_run(key)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the database was opened")
+
+    monkeypatch.setattr(db, "connection", refuse)
+    again = Store(store.path).get_run(key)  # another Store on the same file shares the memo
+    assert [i.map.tobytes() for i in again.items] == [i.map.tobytes() for i in first.items]
+    assert set(store.lookup([i.item_key for i in items])) == {i.item_key for i in items}
+    with pytest.raises(AssertionError, match="opened"):
+        store.get_run("0" * 64)
 
 
 def test_duplicate_puts_are_no_ops(store: Store):
