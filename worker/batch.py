@@ -20,13 +20,15 @@ from explainers.base import Result
 from explainers.registry import get_explainer
 from explainers.runner import ExplainError, Progress, check_compatible, library_versions, parse_target
 from model_registry.base import ModelHandle
-from store.keys import item_key
+from store.keys import item_key, run_key
 from store.links import run_link
-from store.runs import ItemRecord, Store
+from store.runs import ItemRecord, RunNotFound, Store
 from worker.jobs import Job, ModelRef, run_job
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
+_RUN_KEY_FIELDS = ("model_id", "weights_hash", "dataset_id", "sample_ids", "content_hash", "explainer_id",
+                   "explainer_version", "params", "target")
 
 
 class BatchCancelled(RuntimeError):
@@ -221,7 +223,7 @@ def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: 
     shipped = _ship_model_file(client, jobs[0].model)
     futures = {client.submit(run_job, job, shipped, pure=False, resources=resources): job for job in jobs}
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             if cancel is not None and cancel.is_set():
                 raise BatchCancelled("cancelled; finished chunks are stored, run it again to resume")
             job = futures[future]
@@ -235,11 +237,34 @@ def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: 
     return passes
 
 
+def _run_meta(req: Request) -> dict[str, Any]:
+    return {**req.item_meta(), "sample_ids": list(req.sample_ids), "target": req.target,
+            "content_hash": req.dataset.content_hash(list(req.sample_ids)), "kind": "attribution"}
+
+
+def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
+    res = from_items(stored.items)
+    return replace(res, key=stored.key, link=run_link(stored.key), cached=meta["computed"] == 0,
+                   provenance={**stored.meta, "explainer": req.explainer_id, "model": req.model.id,
+                               "dataset": req.dataset.id, **meta})
+
+
 def explain_cached(req: Request, *, store: Store | None = None, batch_size: int = 16, chunk_size: int = CHUNK_SIZE,
                    progress: Progress | None = None, cancel: threading.Event | None = None) -> Result:
-    """Serve ``req`` from the store, computing only what is missing on the cluster."""
+    """Serve ``req`` from the store, computing only what is missing on the cluster.
+
+    A stored run is returned after one lookup; otherwise stored samples are reused, the rest run as
+    chunk jobs and are stored as they finish, and the run is recorded last."""
     store = store or Store()
     started = time.perf_counter()
+    meta = _run_meta(req)
+    try:
+        stored = store.get_run(run_key(**{k: meta[k] for k in _RUN_KEY_FIELDS}))
+        if progress:
+            progress(len(req.sample_ids), len(req.sample_ids))
+        return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
+    except RunNotFound:
+        pass
     keys = dict(zip(req.sample_ids, req.item_keys()))
     found = store.lookup(list(keys.values()))
     missing = [i for i in req.sample_ids if keys[i] not in found]
@@ -254,15 +279,7 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
             progress(done, len(req.sample_ids))
 
     passes = _compute(req, missing, keys, store, batch_size, chunk_size, on_chunk, cancel) if missing else 0
-    seconds = time.perf_counter() - started
-    run_meta = {**req.item_meta(), "sample_ids": list(req.sample_ids), "target": req.target,
-                "content_hash": req.dataset.content_hash(list(req.sample_ids)), "kind": "attribution",
-                "status": "done", "seconds": seconds, "device": str(req.model.device),
-                "versions": library_versions()}
-    key = store.put_run(run_meta, [keys[i] for i in req.sample_ids])
-    res = from_items(store.get_run(key).items)
-    return replace(
-        res, key=key, link=run_link(key), cached=not missing,
-        provenance={**run_meta, "explainer": req.explainer_id, "model": req.model.id, "dataset": req.dataset.id,
-                    "computed": len(missing), "reused": len(req.sample_ids) - len(missing), "passes": passes},
-    )
+    meta.update(status="done", seconds=time.perf_counter() - started, device=str(req.model.device),
+                versions=library_versions())
+    key = store.put_run(meta, [keys[i] for i in req.sample_ids])
+    return _finish(req, store.get_run(key), {"computed": len(missing), "reused": len(found), "passes": passes})
