@@ -1,0 +1,187 @@
+"""One conformance suite over the whole explainer registry × every model each explainer applies to
+(the toy models of tests/toy_models.py and the built-in zoo).
+
+Per case: output shape, dtype and finiteness; determinism (two runs equal); batch invariance (one
+batch of 3 vs three batches of 1); no hooks left on any module after a normal run, after a run with
+an out-of-range target and after a run whose forward pass raises; plus a JSON round-trip of every
+explainer's Params. Params are shrunk (``FAST``) so the suite stays quick on 2 CPU cores; run with
+``--durations=15`` to see the slowest cases.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from explainers.base import Explainer, Result
+from explainers.registry import all_explainers
+from model_registry.base import ModelError, ModelHandle
+from tests import toy_models as toys
+
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:shap")
+
+FAST: dict[str, dict[str, Any]] = {
+    "integrated_gradients": {"n_steps": 8},
+    "smoothgrad": {"nt_samples": 4},
+    "gradient_shap": {"n_samples": 4},
+    "shap": {"nsamples": 64},
+}
+"""Small settings per explainer id; ids not listed run with their defaults."""
+
+N = 3
+
+TOYS = {m.id: m for m in toys.all_toys()}
+
+
+def _zoo_ids() -> list[str]:
+    try:
+        from model_registry.zoo import ZOO
+    except ImportError:
+        return []
+    return sorted(ZOO)
+
+
+@functools.lru_cache(maxsize=None)
+def load_model(key: str) -> ModelHandle:
+    """A toy by id, or ``zoo:<id>`` loaded on the CPU (a zoo model without weights skips)."""
+    if not key.startswith("zoo:"):
+        return TOYS[key]
+    from model_registry.zoo import load_zoo_model
+
+    try:
+        return load_zoo_model(key[4:], device=torch.device("cpu"))
+    except ModelError as err:
+        pytest.skip(f"zoo model not available yet: {err}")
+
+
+@functools.lru_cache(maxsize=None)
+def samples(key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x: N samples, target: N class indices, background: 8 reference samples) for a model."""
+    model = load_model(key)
+    if key.startswith("zoo:"):
+        from data.builtin import load_builtin
+
+        ds = load_builtin(model.dataset)
+        ids = list(range(N))
+        return ds.inputs(ids), torch.as_tensor(ds.labels(ids)), ds.background(8)
+    if model.task == "image":
+        return toys.random_images(N, model.input_shape), torch.arange(N) % len(model.classes), toys.random_images(8, model.input_shape, seed=1)
+    return (
+        toys.random_table(N, model.input_shape[0], scale=0.9),
+        torch.arange(N) % len(model.classes),
+        toys.random_table(8, model.input_shape[0], seed=1, scale=0.9),
+    )
+
+
+def _applies(explainer: Explainer, key: str) -> bool:
+    if key.startswith("zoo:"):
+        from model_registry.zoo import ZOO
+
+        entry = ZOO[key[4:]]
+        probe = ModelHandle(entry.id, torch.nn.Identity(), entry.task, entry.input_shape, list(entry.classes),
+                            gradcam_layer=entry.gradcam_layer)
+        return explainer.unsupported_reason(probe) is None
+    return explainer.unsupported_reason(TOYS[key]) is None
+
+
+MODEL_KEYS = [*TOYS, *(f"zoo:{i}" for i in _zoo_ids())]
+CASES = [
+    pytest.param(eid, key, id=f"{eid}-{key}")
+    for eid, explainer in all_explainers().items()
+    for key in MODEL_KEYS
+    if _applies(explainer, key)
+]
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks")
+
+
+def hooks_left(module: torch.nn.Module) -> list[str]:
+    """Every non-empty hook dict on any submodule (forward, pre-forward, backward, which also holds
+    full backward hooks, pre-backward) and the global module hooks."""
+    found = [
+        f"{name or '<root>'}.{attr}"
+        for name, sub in module.named_modules()
+        for attr in _HOOK_DICTS
+        if getattr(sub, attr, None)
+    ]
+    return found + [attr for attr in _GLOBAL_HOOKS if getattr(torch.nn.modules.module, attr, None)]
+
+
+class _Boom(RuntimeError):
+    """Raised by a test hook inside the model's forward pass."""
+
+
+def _explode(*_: Any) -> None:
+    raise _Boom("forward failed")
+
+
+def _run(explainer: Explainer, model: ModelHandle, x, target, background) -> Result:
+    return explainer.explain(model, x, target, explainer.Params.from_dict(FAST.get(explainer.spec.id)), background)
+
+
+def test_every_registered_explainer_has_a_case() -> None:
+    covered = {p.values[0] for p in CASES}
+    assert covered == set(all_explainers())
+
+
+@pytest.mark.parametrize(("explainer_id", "key"), CASES)
+def test_conformance(explainer_id: str, key: str) -> None:
+    explainer = all_explainers()[explainer_id]
+    model = load_model(key)
+    x, target, background = samples(key)
+
+    first = _run(explainer, model, x, target, background)
+    attr = np.asarray(first.attributions)
+    if explainer.spec.output == "attribution":
+        expected = (N, *model.input_shape[-2:]) if model.task == "image" else (N, model.input_shape[0])
+        assert attr.shape == expected and attr.dtype == np.float32
+    assert np.isfinite(attr).all()
+    np.testing.assert_array_equal(_run(explainer, model, x, target, background).attributions, attr)
+
+    singles = np.concatenate([_run(explainer, model, x[i : i + 1], target[i : i + 1], background).attributions for i in range(N)])
+    scale = float(np.abs(attr).max()) if attr.size else 0.0
+    np.testing.assert_allclose(singles, attr, rtol=1e-4, atol=1e-4 * scale + 1e-7)
+    assert hooks_left(model.module) == []
+
+    with pytest.raises(Exception):
+        _run(explainer, model, x, torch.full_like(target, len(model.classes)), background)
+    assert hooks_left(model.module) == []
+
+    boom = model.module.register_forward_hook(_explode)
+    try:
+        with pytest.raises(_Boom):
+            _run(explainer, model, x, target, background)
+    finally:
+        boom.remove()
+    assert hooks_left(model.module) == []
+
+
+@pytest.mark.parametrize("explainer_id", list(all_explainers()))
+def test_params_round_trip(explainer_id: str) -> None:
+    cls = all_explainers()[explainer_id].Params
+    for p in (cls(), cls.from_dict(FAST.get(explainer_id))):
+        again = cls.from_dict(json.loads(p.to_json()))
+        assert again == p and again.to_json() == p.to_json()
+
+
+def test_hooks_left_sees_every_kind_of_hook() -> None:
+    """The hook check itself: each kind of hook is reported while registered and gone once removed."""
+    module = toys.tiny_convnet().module
+    conv = module.features.conv2
+    handles = [
+        conv.register_forward_hook(lambda *_: None),
+        conv.register_forward_pre_hook(lambda *_: None),
+        conv.register_full_backward_hook(lambda *_: None),
+        conv.register_full_backward_pre_hook(lambda *_: None),
+        torch.nn.modules.module.register_module_forward_hook(lambda *_: None),
+    ]
+    assert len(hooks_left(module)) == 5
+    for handle in handles:
+        handle.remove()
+    assert hooks_left(module) == []
