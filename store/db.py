@@ -36,9 +36,7 @@ Measured with bench/store.py (duckdb 2.0.1, 2 CPU cores shared with other jobs, 
 from __future__ import annotations
 
 import fcntl
-import os
 import random
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,31 +75,16 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0.002, 0.02) * min(attempt, 10))
 
 
-def _create(path: Path) -> None:
-    """Create an empty database file atomically: build it under a temporary name, then hard-link
-    it into place. Two processes opening a missing file at once otherwise race, and the loser
-    reads a half-written header ("exists, but it is not a valid DuckDB database file": seen in
-    tests/test_store_concurrency.py before this existed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
-    try:
-        duckdb.connect(str(tmp)).close()
-        os.link(tmp, path)
-    except FileExistsError:
-        pass  # another process or thread created it first
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def connect(path: Path, timeout: float = LOCK_TIMEOUT_S) -> duckdb.DuckDBPyConnection:
     """Open ``path`` read-write (creating it if missing), retrying while another process holds
-    its lock.
+    its lock; raises :class:`StoreBusy` after ``timeout`` seconds.
 
     Always read-write: DuckDB refuses a read-only and a read-write connection to the same file
-    within one process, and the app's threads read and write. Raises :class:`StoreBusy` after
-    ``timeout`` seconds.
+    within one process, and the app's threads read and write. Call it through :func:`connection`:
+    its turn lock also serialises creating the file (two processes creating it at once race, and
+    the loser reads a half-written header: "exists, but it is not a valid DuckDB database file",
+    seen in tests/test_store_concurrency.py before the turn lock).
     """
-    if not path.exists():
-        _create(path)
     started = time.monotonic()
     attempt = 0
     while True:
