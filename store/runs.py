@@ -184,12 +184,15 @@ def _json(values: Mapping[str, Scalar]) -> str:
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
-def _optional_int(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
+def _int(value: Any, what: str) -> int:
+    """An integer (numpy integers accepted; bools, floats and None refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer or None, got {value!r}")
+        raise ValueError(f"{what} must be an integer, got {value!r}")
     return int(value)
+
+
+def _optional_int(value: Any, what: str) -> int | None:
+    return None if value is None else _int(value, what)
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -223,7 +226,7 @@ def _item_row(root: Path, meta: Mapping[str, Any], rec: ItemRecord, created: Any
         _atomic_write(root / _arrays_rel(key), lambda f: np.savez(f, **arrays))
     return {
         "item_key": key, **{name: meta[name] for name in _ID_FIELDS}, "params": canonical_json(dict(meta["params"])),
-        "sample_id": _optional_int(rec.sample_id, f"{where} sample_id"),
+        "sample_id": _int(rec.sample_id, f"{where} sample_id"),
         "label": _optional_int(rec.label, f"{where} label"),
         "target": _optional_int(rec.target, f"{where} target"),
         "prediction": _optional_int(rec.prediction, f"{where} prediction"),

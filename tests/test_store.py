@@ -222,6 +222,10 @@ def test_bad_metadata_and_values_are_named(store: Store):
         store.put_items(META, [bad_extras])
     with pytest.raises(ValueError, match=r"metrics\['name'\] is a str"):
         store.put_items(META, [ItemRecord(item.item_key, 0, metrics={"name": "x"})])
+    with pytest.raises(ValueError, match=r"sample_id must be an integer, got None"):
+        store.put_items(META, [ItemRecord(item.item_key, None)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"label must be an integer, got 1.5"):
+        store.put_items(META, [ItemRecord(item.item_key, 0, label=1.5)])  # type: ignore[arg-type]
     with pytest.raises(InvalidKey, match="is not an item key"):
         store.put_items(META, [ItemRecord("nope", 0)])
 
