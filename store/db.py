@@ -27,7 +27,8 @@ Measured with bench/store.py (duckdb 2.0.1, 2 CPU cores shared with other jobs, 
 * two writer processes on one file, same work each, paired runs, flock turn vs DuckDB-lock
   polling alone: 24–26 vs 22–23 operations/s together (one process alone: 20–22), worst wait for
   the database 0.16–0.17 s vs 0.77–1.08 s, worst operation 0.2 s vs 0.8–1.1 s (73–94 refused
-  connects per process without the turn, 0 with it). No run lost or duplicated in either.
+  connects per process without the turn, 0 with it; a later unpaired run under heavier load: 19
+  operations/s, worst wait 0.23 s). No run lost or duplicated in any run.
 * looking up one stored run of 100 samples: 0.08 ms warm (read before in this process: served
   from :mod:`store.runs`' memo of immutable records), 49 ms cold (connect + 3 queries + close +
   100 ``np.load``). A process-lifetime connection would make cold reads ~30 ms faster but would
