@@ -5,6 +5,8 @@
 * ``export``: CSV export of 10,000 stored sample results (top-5 units per map); goal < 5 s.
 * ``writers``: one writer process alone vs two writer processes on the same file (16-item runs
   plus reads between writes): throughput, per-operation latency, lock retries, rows lost.
+* ``cluster``: the embedded Dask cluster's time on a 64-image batch divided by calling the
+  explainer in-process on the same work; goal ≤ 1.1.
 
 Run from the repository root: ``python -m bench.store [section ...]`` (all sections by default).
 More sections are added by writing ``def bench_<name>(ctx: Context) -> None`` and listing it in
@@ -207,11 +209,43 @@ def bench_connect(ctx: Context) -> None:
           f"one query {_ms(statistics.median(queries))} (medians of 30)")
 
 
+def bench_cluster(ctx: Context) -> None:
+    """The embedded Dask cluster on a 64-image batch (explain → jobs → store → result) divided by
+    calling the explainer in-process on the same work (explain_samples: same model, images, params,
+    metrics). Both are warmed up first; the cluster's side uses fresh sample ids each repeat so it
+    computes instead of hitting the cache; best of 3 each."""
+    from data.registry import get_dataset
+    from explainers.runner import explain_samples
+    from model_registry.registry import get_model
+    from worker.batch import explain_cached, make_request
+    from worker.cluster import shutdown
+
+    model, ds = get_model("shapes_cnn"), get_dataset("shapes")
+    params = {"n_steps": 32}
+    explain_samples(model, ds, range(0, 16), "integrated_gradients", params)
+    explain_cached(make_request(model, ds, range(0, 16), "integrated_gradients", params))
+    local, remote = [], []
+    for rep in range(3):
+        ids = range(64 + 64 * rep, 128 + 64 * rep)
+        started = time.perf_counter()
+        explain_samples(model, ds, ids, "integrated_gradients", params)
+        local.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        res = explain_cached(make_request(model, ds, ids, "integrated_gradients", params))
+        remote.append(time.perf_counter() - started)
+        assert res.provenance["computed"] == 64, res.provenance
+    shutdown()
+    print(f"64-image batch (integrated_gradients, n_steps 32, shapes_cnn, metrics included): embedded cluster "
+          f"{min(remote):.2f} s vs in-process {min(local):.2f} s -> ratio {min(remote) / min(local):.3f} "
+          f"(goal <= 1.1; best of 3 each)")
+
+
 SECTIONS: dict[str, Callable[[Context], None]] = {
     "connect": bench_connect,
     "lookup": bench_lookup,
     "export": bench_export,
     "writers": bench_writers,
+    "cluster": bench_cluster,
 }
 
 
