@@ -145,11 +145,11 @@ def perturbation_batches(
     klen: int = 11,
     ksig: float = 5.0,
     batch_size: int = 256,
-) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(path, rows, sample_index, step_index)`` batches of at most ``batch_size`` perturbed
-    inputs for the deletion path then the insertion path, on the model's device.
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(path, rows)``: batches of at most ``batch_size`` perturbed inputs on the model's
+    device, the deletion path first, then the insertion path.
 
-    Row r of a path is sample r // T at step r % T (T = n + 1 points); its units with rank
+    Within a path, row r is sample r // T at step r % T (T = n + 1 points): its units with rank
     < step · step_per come from the path's end, the others from its start."""
     device = model.device
     x = x.to(device)
@@ -159,17 +159,16 @@ def perturbation_batches(
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     pos = _ranks(m)
     unit_shape = (1, *x.shape[2:]) if x.dim() == 4 else (n_units,)
-    thresholds = torch.arange(n_points, device=device) * step_per
+    sample = torch.arange(len(x), device=device).repeat_interleave(n_points)
+    limit = (torch.arange(n_points, device=device) * step_per).repeat(len(x))[:, None]
     base = substrate(model, x)
     start_ins = blur(model, x, klen, ksig) if x.dim() == 4 else base
     paths = {"deletion": (x, base), "insertion": (start_ins, x)}
-    total = len(x) * n_points
     for name, (start, end) in paths.items():
-        for lo in range(0, total, batch_size):
-            rows = torch.arange(lo, min(lo + batch_size, total), device=device)
-            sample, step = rows // n_points, rows % n_points
-            moved = (pos[sample] < thresholds[step, None]).reshape(len(rows), *unit_shape)
-            yield name, torch.where(moved, _take(end, sample), _take(start, sample)), sample, step
+        for lo in range(0, len(sample), batch_size):
+            rows = sample[lo : lo + batch_size]
+            moved = (pos[rows] < limit[lo : lo + batch_size]).reshape(len(rows), *unit_shape)
+            yield name, torch.where(moved, _take(end, rows), _take(start, rows))
 
 
 def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -194,21 +193,20 @@ def curves(
     x = x.to(device)
     t = _target(target, len(x), device)
     n_units, step_per, n_points = _plan(x, step_per)
-    logit = {p: torch.empty(len(x), n_points, device=device) for p in ("deletion", "insertion")}
-    prob = {p: torch.empty(len(x), n_points, device=device) for p in ("deletion", "insertion")}
-    batches = perturbation_batches(model, x, maps, step_per=step_per, klen=klen, ksig=ksig, batch_size=batch_size)
-    for path, rows, sample, step in batches:
-        out = model.module(rows).float()
-        tgt = t[sample, None]
-        logit[path][sample, step] = out.gather(1, tgt)[:, 0]
-        prob[path][sample, step] = torch.softmax(out, dim=1).gather(1, tgt)[:, 0]
+    outs: dict[str, list[torch.Tensor]] = {"deletion": [], "insertion": []}
+    for path, rows in perturbation_batches(model, x, maps, step_per=step_per, klen=klen, ksig=ksig, batch_size=batch_size):
+        outs[path].append(model.module(rows))
+    index = t[:, None, None].expand(-1, n_points, 1)
+    logit, prob = {}, {}
+    for path, parts in outs.items():
+        out = torch.cat(parts).float().reshape(len(x), n_points, -1)
+        logit[path] = out.gather(2, index)[..., 0]
+        prob[path] = torch.softmax(out, dim=2).gather(2, index)[..., 0]
     fractions = np.minimum(np.arange(n_points) * step_per, n_units) / n_units
-    deletion = logit["deletion"] / logit["deletion"][:, :1]
-    insertion = logit["insertion"] / logit["insertion"][:, -1:]
     return Curves(
         fractions=fractions,
-        deletion=deletion.cpu().numpy(),
-        insertion=insertion.cpu().numpy(),
+        deletion=(logit["deletion"] / logit["deletion"][:, :1]).cpu().numpy(),
+        insertion=(logit["insertion"] / logit["insertion"][:, -1:]).cpu().numpy(),
         deletion_prob=prob["deletion"].cpu().numpy(),
         insertion_prob=prob["insertion"].cpu().numpy(),
         step_per=step_per,
