@@ -92,7 +92,8 @@ def _split_value(value: Any, i: int, n: int) -> tuple[str, Any]:
 
 
 def to_items(res: Result, keys: Sequence[str]) -> list[ItemRecord]:
-    """One record per sample of ``res`` (maps, metrics, scalar extras, per-sample arrays)."""
+    """One record per sample of ``res``: map, scalar metrics, scalar extras and the sample's slice of
+    every per-sample extras array (batch-level arrays are kept whole with each sample)."""
     n = len(res.sample_ids)
     records = []
     for i, (sid, key) in enumerate(zip(res.sample_ids, keys)):
@@ -100,16 +101,10 @@ def to_items(res: Result, keys: Sequence[str]) -> list[ItemRecord]:
         for name, value in res.extras.items():
             where, v = _split_value(value, i, n)
             (arrays if where == "array" else extras)[name] = v
-        metrics = {}
-        for name, value in (res.metrics[i] if res.metrics else {}).items():
-            where, v = _split_value(value, 0, 0)
-            if where == "array":
-                arrays[f"metric:{name}"] = v
-            else:
-                metrics[name] = v
         records.append(ItemRecord(
             item_key=key, sample_id=int(sid), label=int(res.labels[i]), target=int(res.targets[i]),
-            prediction=int(res.predictions[i]), confidence=float(res.confidences[i]), metrics=metrics,
+            prediction=int(res.predictions[i]), confidence=float(res.confidences[i]),
+            metrics=res.metrics[i] if res.metrics else {},
             extras=extras, map=res.attributions[i], arrays=arrays, seconds=res.provenance.get("seconds", 0.0) / n,
         ))
     return records
@@ -119,16 +114,12 @@ def from_items(items: Sequence[ItemRecord]) -> Result:
     """A :class:`Result` assembled from stored records (in request order)."""
     extras: dict[str, Any] = {}
     for name in items[0].arrays:
-        if name.startswith("metric:"):
-            continue
         values = [np.asarray(rec.arrays[name]) for rec in items if name in rec.arrays]
         if len(values) == len(items) and len({v.shape for v in values}) == 1:
             extras[name] = np.stack(values)
     for name, value in items[0].extras.items():
         values = [rec.extras.get(name) for rec in items]
         extras[name] = value if all(v == value for v in values) else np.asarray(values)
-    metrics = [{**dict(rec.metrics), **{k.split(":", 1)[1]: np.asarray(v) for k, v in rec.arrays.items()
-                                         if k.startswith("metric:")}} for rec in items]
     return Result(
         attributions=np.stack([np.asarray(rec.map) for rec in items]),
         extras=extras,
@@ -137,7 +128,7 @@ def from_items(items: Sequence[ItemRecord]) -> Result:
         predictions=np.array([rec.prediction for rec in items], dtype=np.int64),
         confidences=np.array([rec.confidence for rec in items], dtype=np.float32),
         labels=np.array([rec.label for rec in items], dtype=np.int64),
-        metrics=metrics,
+        metrics=[dict(rec.metrics) for rec in items],
     )
 
 
