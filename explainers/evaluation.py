@@ -146,34 +146,41 @@ def perturbation_batches(
     ksig: float = 5.0,
     batch_size: int = 256,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(path, rows)``: batches of at most ``batch_size`` perturbed inputs on the model's
-    device, the deletion path first, then the insertion path.
+    """Yield ``(path, rows)``: batches of perturbed inputs on the model's device, the deletion path
+    first, then the insertion path; rows run sample-major, step-minor (row r = sample r // T at
+    step r % T, T = n + 1 points).
 
-    Within a path, row r is sample r // T at step r % T (T = n + 1 points): its units with rank
-    < step · step_per come from the path's end, the others from its start."""
+    A batch holds whole curves of max(1, batch_size // T) samples (or, when T > batch_size, a
+    ``batch_size`` run of one sample's steps), so it is one broadcast comparison of each unit's
+    move step against the step numbers and one ``torch.where`` over views: no gathers, no copies
+    of x. A unit moves from the path's start to its end at step pos // step_per + 1."""
     device = model.device
     x = x.to(device)
     m = _unit_maps(x, maps)
     n_units, step_per, n_points = _plan(x, step_per)
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    pos = _ranks(m)
+    index_type = torch.uint8 if n_points <= 256 else torch.int32
+    moves_at = (_ranks(m) // step_per + 1).to(index_type)
+    steps = torch.arange(n_points, device=device, dtype=index_type)[:, None]
     unit_shape = (1, *x.shape[2:]) if x.dim() == 4 else (n_units,)
-    sample = torch.arange(len(x), device=device).repeat_interleave(n_points)
-    limit = (torch.arange(n_points, device=device) * step_per).repeat(len(x))[:, None]
+    samples_per_batch, steps_per_batch = max(1, batch_size // n_points), min(n_points, batch_size)
     base = substrate(model, x)
     start_ins = blur(model, x, klen, ksig) if x.dim() == 4 else base
     paths = {"deletion": (x, base), "insertion": (start_ins, x)}
     for name, (start, end) in paths.items():
-        for lo in range(0, len(sample), batch_size):
-            rows = sample[lo : lo + batch_size]
-            moved = (pos[rows] < limit[lo : lo + batch_size]).reshape(len(rows), *unit_shape)
-            yield name, torch.where(moved, _take(end, rows), _take(start, rows))
+        for s0 in range(0, len(x), samples_per_batch):
+            s1 = min(s0 + samples_per_batch, len(x))
+            for t0 in range(0, n_points, steps_per_batch):
+                t = steps[t0 : t0 + steps_per_batch]
+                moved = (moves_at[s0:s1, None, :] <= t).reshape(s1 - s0, len(t), *unit_shape)
+                rows = torch.where(moved, _curve_view(end, s0, s1), _curve_view(start, s0, s1))
+                yield name, rows.reshape(-1, *x.shape[1:])
 
 
-def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` of ``t``, or ``t`` itself when it is a broadcast 1-row tensor."""
-    return t if t.shape[0] == 1 else t[index]
+def _curve_view(t: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
+    """Samples s0:s1 of ``t`` with a broadcast step axis; a 1-row ``t`` broadcasts over samples."""
+    return (t if t.shape[0] == 1 else t[s0:s1])[:, None]
 
 
 @torch.inference_mode()

@@ -116,6 +116,19 @@ def test_curves_do_not_depend_on_batch_size() -> None:
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-6)
 
 
+def test_long_curves_agree_with_coarser_steps() -> None:
+    """step_per 1 on 16×16 gives 257 points (the int32 step index path); every second point is
+    the step_per 2 curve."""
+    model = toys.tiny_convnet()
+    x = toys.random_images(2, (3, 16, 16))
+    maps = np.random.default_rng(2).standard_normal((2, 16, 16))
+    fine = ev.curves(model, x, maps, [1, 2], step_per=1, batch_size=100)
+    coarse = ev.curves(model, x, maps, [1, 2], step_per=2)
+    assert fine.deletion.shape == (2, 257) and coarse.deletion.shape == (2, 129)
+    np.testing.assert_allclose(fine.deletion[:, ::2], coarse.deletion, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fine.insertion_prob[:, ::2], coarse.insertion_prob, rtol=1e-5, atol=1e-6)
+
+
 def test_a_faithful_map_beats_its_reverse() -> None:
     model = toys.linear_image()
     x = toys.random_images(4)
