@@ -230,7 +230,8 @@ def _generate_shapes_file() -> dict[str, np.ndarray]:
     """Both splits of shapes-v1, train and test from independent seeds derived from SHAPES_SEED."""
     train = generate_shapes(SHAPES_N_TRAIN, seed=SHAPES_SEED)
     test = generate_shapes(SHAPES_N_TEST, seed=SHAPES_SEED + 1)
-    return {f"{split}_{key}": arr for split, arrays in (("train", train), ("test", test)) for key, arr in arrays.items()}
+    splits = (("train", train), ("test", test))
+    return {f"{split}_{key}": arr for split, arrays in splits for key, arr in arrays.items()}
 
 
 def _shapes_split(arrays: dict[str, np.ndarray], split: str) -> Split:
