@@ -213,14 +213,13 @@ def zoo_record(model_id: str) -> dict:
     return records[model_id]
 
 
-def _load_state(model_id: str) -> dict[str, torch.Tensor]:
-    """The weights of ``model_id``, checked against the sha256 zoo.json recorded when they were trained."""
+def _load_state(model_id: str, record: dict) -> dict[str, torch.Tensor]:
+    """The weights of ``model_id``, checked against the sha256 its zoo.json ``record`` holds."""
     path = weights_path(model_id)
     if not path.is_file():
         raise ModelError(
             f"zoo model {model_id!r}: weights file {path} is missing; run `{TRAIN_COMMAND} --only {model_id}`"
         )
-    record = zoo_record(model_id)
     if file_sha256(path) != record.get("weights_sha256"):
         raise ModelError(
             f"zoo model {model_id!r}: {path} does not match the sha256 in {ZOO_JSON}; "
@@ -234,14 +233,14 @@ def load_zoo_model(model_id: str, device: torch.device | None = None) -> ModelHa
     :func:`~model_registry.base.pick_device`) and wrap it in a ModelHandle."""
     entry = zoo_entry(model_id)
     module = entry.build()
+    record = zoo_record(model_id)
     try:
-        module.load_state_dict(_load_state(model_id))
+        module.load_state_dict(_load_state(model_id, record))
     except RuntimeError as err:
         raise ModelError(
             f"zoo model {model_id!r}: weights do not fit its architecture ({err}); run `{TRAIN_COMMAND}`"
         ) from err
     module.eval().to(device or pick_device())
-    record = zoo_record(model_id)
     return ModelHandle(
         id=entry.id,
         module=module,
