@@ -135,6 +135,7 @@ path = "{tmp_path / 'rows.npz'}"
     monkeypatch.setenv("PYTHONPATH", f"{pkg}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     cluster.shutdown()  # a fresh embedded cluster whose workers inherit the factory's path
     try:
+        loupe.model("killer")  # loaded (and probed) here while the flag is absent
         flag.write_text("die")
         with pytest.raises(JobFailed, match="died"):
             loupe.explain("killer", "rows", "0:4", "input_x_gradient")
