@@ -18,7 +18,9 @@ Petsiuk, Das, Saenko, "RISE", BMVC 2018):
   with the trapezoid rule over the fraction of units moved (the RISE convention).
 
 All perturbed inputs of a batch of (sample, step) rows are built on the model's device with one
-gather and one ``torch.where`` from each unit's rank, and run under ``torch.inference_mode``.
+broadcast comparison and one ``torch.where`` from each unit's rank, and run under
+``torch.inference_mode``. Nothing in the loop synchronises with the device, so on a GPU building
+the next batch overlaps the current forward pass.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from explainers.base import Explainer, Params
 from model_registry.base import ModelHandle
 
 DEFAULT_POINTS = 32  # default step_per = ceil(U / DEFAULT_POINTS)
+BLOCK_ELEMENTS = 2**24  # perturbed inputs are built this many values (64 MB of float32) at a time
 
 
 @dataclass
@@ -61,23 +64,33 @@ class Curves:
 # -- inputs ------------------------------------------------------------------------------------------
 
 
-def _as_tensor(a: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a).to(device=device, dtype=dtype)
+def _as_tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
+    """``a`` (array-like or tensor) as a tensor of ``dtype``, where it already lives (no copy when
+    it already has that dtype)."""
+    return a.detach().to(dtype) if torch.is_tensor(a) else torch.as_tensor(np.asarray(a)).to(dtype)
 
 
 def _unit_maps(x: torch.Tensor, maps: Any) -> torch.Tensor:
-    """Maps as a float B×U tensor on ``x``'s device; the shape must be B×H×W (images) or B×F."""
-    m = _as_tensor(maps, x.device, torch.float32)
+    """Maps as a float B×U tensor on ``x``'s device; the shape must be B×H×W (images) or B×F.
+    Checked before the upload, so numpy maps cost the device no synchronisation."""
+    m = _as_tensor(maps, torch.float32)
     expected = (x.shape[0], *x.shape[2:]) if x.dim() == 4 else tuple(x.shape)
     if tuple(m.shape) != expected:
         raise ValueError(f"maps have shape {tuple(m.shape)}; for inputs of shape {tuple(x.shape)} expected {expected}")
     if not torch.isfinite(m).all():
         raise ValueError("maps contain NaN or infinite values")
-    return m.reshape(len(m), -1)
+    return m.reshape(len(m), -1).to(x.device)
+
+
+def _check_blur(klen: int, ksig: float) -> None:
+    if klen < 1 or klen % 2 == 0:
+        raise ValueError(f"klen must be a positive odd kernel length, got {klen}")
+    if ksig <= 0:
+        raise ValueError(f"ksig must be positive, got {ksig}")
 
 
 def _target(target: Any, n: int, device: torch.device) -> torch.Tensor:
-    t = _as_tensor(target, device, torch.long).reshape(-1)
+    t = _as_tensor(target, torch.long).reshape(-1).to(device)
     if len(t) != n:
         raise ValueError(f"target has {len(t)} entries for a batch of {n} samples")
     return t
@@ -88,15 +101,24 @@ def substrate(model: ModelHandle, x: torch.Tensor) -> torch.Tensor:
     return model.baseline_value().to(device=x.device, dtype=x.dtype).expand(x.shape[1:]).unsqueeze(0)
 
 
-def gaussian_kernel(klen: int, ksig: float) -> torch.Tensor:
-    """1-D normalised Gaussian of length ``klen`` (odd) and standard deviation ``ksig``."""
-    if klen < 1 or klen % 2 == 0:
-        raise ValueError(f"klen must be a positive odd kernel length, got {klen}")
-    if ksig <= 0:
-        raise ValueError(f"ksig must be positive, got {ksig}")
-    r = torch.arange(klen, dtype=torch.float64) - klen // 2
+def gaussian_kernel(
+    klen: int, ksig: float, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """1-D normalised Gaussian of length ``klen`` (odd) and standard deviation ``ksig``, built on
+    ``device`` (no host-to-device copy)."""
+    _check_blur(klen, ksig)
+    r = torch.arange(klen, device=device, dtype=torch.float64) - klen // 2
     k = torch.exp(-(r**2) / (2 * ksig**2))
-    return (k / k.sum()).float()
+    return (k / k.sum()).to(dtype)
+
+
+def _band(k: torch.Tensor, n: int) -> torch.Tensor:
+    """n×n matrix applying the 1-D kernel ``k`` with zero padding: B[i, j] = k[j − i + len(k)//2]."""
+    pad = len(k) // 2
+    idx = torch.arange(n, device=k.device)
+    offset = idx[None, :] - idx[:, None] + pad
+    inside = (offset >= 0) & (offset < len(k))
+    return torch.where(inside, k[offset.clamp(0, len(k) - 1)], 0.0)
 
 
 def blur(model: ModelHandle, x: torch.Tensor, klen: int = 11, ksig: float = 5.0) -> torch.Tensor:
@@ -105,13 +127,13 @@ def blur(model: ModelHandle, x: torch.Tensor, klen: int = 11, ksig: float = 5.0)
     Normalisation is a per-channel affine map and the blur is linear per channel, so blurring in
     normalised space equals blurring x − b with zero padding and adding b back, where b is the
     substrate (the input that normalises to zero)."""
-    base = substrate(model, x)
-    k = gaussian_kernel(klen, ksig).to(device=x.device, dtype=x.dtype)
-    c = x.shape[1]
-    pad = klen // 2
-    y = torch.nn.functional.conv2d(x - base, k.reshape(1, 1, 1, -1).expand(c, 1, 1, klen), padding=(0, pad), groups=c)
-    y = torch.nn.functional.conv2d(y, k.reshape(1, 1, -1, 1).expand(c, 1, klen, 1), padding=(pad, 0), groups=c)
-    return y + base
+    return _blur(x, substrate(model, x), gaussian_kernel(klen, ksig, x.device, x.dtype))
+
+
+def _blur(x: torch.Tensor, base: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Blur of x − base with the 1-D kernel ``k`` along both axes (zero padding) plus base, as two
+    band-matrix products (rows: B_H · z, columns: z · B_Wᵀ)."""
+    return _band(k, x.shape[-2]) @ (x - base) @ _band(k, x.shape[-1]).T + base
 
 
 def _ranks(m: torch.Tensor) -> torch.Tensor:
@@ -150,32 +172,57 @@ def perturbation_batches(
     first, then the insertion path; rows run sample-major, step-minor (row r = sample r // T at
     step r % T, T = n + 1 points).
 
-    A batch holds whole curves of max(1, batch_size // T) samples (or, when T > batch_size, a
-    ``batch_size`` run of one sample's steps), so it is one broadcast comparison of each unit's
-    move step against the step numbers and one ``torch.where`` over views: no gathers, no copies
-    of x. A unit moves from the path's start to its end at step pos // step_per + 1."""
+    Rows are built a block at a time: the whole curves of as many samples as fit in
+    :data:`BLOCK_ELEMENTS` values (at least a batch; or, for very long curves, a run of one
+    sample's steps), by one broadcast comparison of each unit's move step against the step
+    numbers and one ``torch.where`` over views (no gathers, no copies of x). Batches are
+    ``batch_size`` slices of a block, so the loop itself launches no work besides the model's.
+    A unit moves from the path's start to its end at step pos // step_per + 1."""
     device = model.device
     x = x.to(device)
     m = _unit_maps(x, maps)
     n_units, step_per, n_points = _plan(x, step_per)
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    _check_blur(klen, ksig)
     index_type = torch.uint8 if n_points <= 256 else torch.int32
-    moves_at = (_ranks(m) // step_per + 1).to(index_type)
-    steps = torch.arange(n_points, device=device, dtype=index_type)[:, None]
-    unit_shape = (1, *x.shape[2:]) if x.dim() == 4 else (n_units,)
-    samples_per_batch, steps_per_batch = max(1, batch_size // n_points), min(n_points, batch_size)
+    block_rows = max(batch_size, BLOCK_ELEMENTS // math.prod(x.shape[1:]))
+    plan = _RowPlan(
+        moves_at=(_ranks(m) // step_per + 1).to(index_type),
+        steps=torch.arange(n_points, device=device, dtype=index_type)[:, None],
+        unit_shape=(1, *x.shape[2:]) if x.dim() == 4 else (n_units,),
+        samples_per_block=max(1, block_rows // n_points),
+        steps_per_block=min(n_points, block_rows),
+        batch_size=batch_size,
+    )
     base = substrate(model, x)
-    start_ins = blur(model, x, klen, ksig) if x.dim() == 4 else base
-    paths = {"deletion": (x, base), "insertion": (start_ins, x)}
-    for name, (start, end) in paths.items():
-        for s0 in range(0, len(x), samples_per_batch):
-            s1 = min(s0 + samples_per_batch, len(x))
-            for t0 in range(0, n_points, steps_per_batch):
-                t = steps[t0 : t0 + steps_per_batch]
-                moved = (moves_at[s0:s1, None, :] <= t).reshape(s1 - s0, len(t), *unit_shape)
-                rows = torch.where(moved, _curve_view(end, s0, s1), _curve_view(start, s0, s1))
-                yield name, rows.reshape(-1, *x.shape[1:])
+    yield from (("deletion", rows) for rows in plan.batches(x, base))
+    # Built only now, so that on a GPU the blur queues behind the deletion forwards.
+    start = _blur(x, base, gaussian_kernel(klen, ksig, device, x.dtype)) if x.dim() == 4 else base
+    yield from (("insertion", rows) for rows in plan.batches(start, x))
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """How perturbed rows are built in blocks and cut into batches (see :func:`perturbation_batches`)."""
+
+    moves_at: torch.Tensor  # B×U: step at which each unit moves
+    steps: torch.Tensor  # T×1 step numbers
+    unit_shape: tuple[int, ...]
+    samples_per_block: int
+    steps_per_block: int
+    batch_size: int
+
+    def batches(self, start: torch.Tensor, end: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Rows from ``start`` with the units moved by each step taken from ``end``."""
+        n_samples, n_points = self.moves_at.shape[0], len(self.steps)
+        for s0 in range(0, n_samples, self.samples_per_block):
+            s1 = min(s0 + self.samples_per_block, n_samples)
+            for t0 in range(0, n_points, self.steps_per_block):
+                t = self.steps[t0 : t0 + self.steps_per_block]
+                moved = (self.moves_at[s0:s1, None, :] <= t).reshape(s1 - s0, len(t), *self.unit_shape)
+                block = torch.where(moved, _curve_view(end, s0, s1), _curve_view(start, s0, s1))
+                yield from block.reshape(-1, *block.shape[2:]).split(self.batch_size)
 
 
 def _curve_view(t: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
@@ -200,22 +247,21 @@ def curves(
     x = x.to(device)
     t = _target(target, len(x), device)
     n_units, step_per, n_points = _plan(x, step_per)
-    outs: dict[str, list[torch.Tensor]] = {"deletion": [], "insertion": []}
-    for path, rows in perturbation_batches(model, x, maps, step_per=step_per, klen=klen, ksig=ksig, batch_size=batch_size):
-        outs[path].append(model.module(rows))
-    index = t[:, None, None].expand(-1, n_points, 1)
-    logit, prob = {}, {}
-    for path, parts in outs.items():
-        out = torch.cat(parts).float().reshape(len(x), n_points, -1)
-        logit[path] = out.gather(2, index)[..., 0]
-        prob[path] = torch.softmax(out, dim=2).gather(2, index)[..., 0]
-    fractions = np.minimum(np.arange(n_points) * step_per, n_units) / n_units
+    batches = perturbation_batches(model, x, maps, step_per=step_per, klen=klen, ksig=ksig, batch_size=batch_size)
+    out = torch.cat([model.module(rows) for _, rows in batches]).float()  # deletion rows, then insertion
+    out = out.reshape(2, len(x), n_points, -1)
+    index = t[None, :, None, None].expand(2, -1, n_points, 1)
+    logit = out.gather(3, index)[..., 0]
+    prob = torch.softmax(out, dim=3).gather(3, index)[..., 0]
+    deletion = logit[0] / logit[0, :, :1]
+    insertion = logit[1] / logit[1, :, -1:]
+    table = torch.stack([deletion, insertion, prob[0], prob[1]]).cpu().numpy()  # one copy back
     return Curves(
-        fractions=fractions,
-        deletion=(logit["deletion"] / logit["deletion"][:, :1]).cpu().numpy(),
-        insertion=(logit["insertion"] / logit["insertion"][:, -1:]).cpu().numpy(),
-        deletion_prob=prob["deletion"].cpu().numpy(),
-        insertion_prob=prob["insertion"].cpu().numpy(),
+        fractions=np.minimum(np.arange(n_points) * step_per, n_units) / n_units,
+        deletion=table[0],
+        insertion=table[1],
+        deletion_prob=table[2],
+        insertion_prob=table[3],
         step_per=step_per,
         n_forward=2 * len(x) * n_points,
     )

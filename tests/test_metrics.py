@@ -106,12 +106,15 @@ def test_default_step_rule_gives_at_most_33_points() -> None:
     assert ev.default_step(100) == 4 and math.ceil(100 / 4) + 1 == 26
 
 
-def test_curves_do_not_depend_on_batch_size() -> None:
+@pytest.mark.parametrize("block_elements", [ev.BLOCK_ELEMENTS, 5 * 768, 40 * 768])
+def test_curves_do_not_depend_on_batch_size_or_block_size(block_elements: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 5 rows cut one sample's 33 steps into runs; 40 rows hold one whole curve."""
     model = toys.tiny_convnet()
     x = toys.random_images(3, (3, 16, 16))
     maps = np.random.default_rng(1).standard_normal((3, 16, 16))
-    a = ev.curves(model, x, maps, [0, 1, 2], batch_size=7)
     b = ev.curves(model, x, maps, [0, 1, 2], batch_size=256)
+    monkeypatch.setattr(ev, "BLOCK_ELEMENTS", block_elements)
+    a = ev.curves(model, x, maps, [0, 1, 2], batch_size=3)
     for name in ("deletion", "insertion", "deletion_prob", "insertion_prob"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-6)
 
