@@ -20,7 +20,7 @@ def show_run(key: str) -> None:
         res = loupe.run(key)
     except loupe.user_errors() as err:
         st.error(f"Run not found. {err}")
-        st.page_link("pages/home.py", label="Back to the home page", icon="🏠")
+        st.page_link("pages/home.py", label="Back to the home page", icon=":material/home:")
         return
     meta = res.provenance
     st.subheader(f"{meta['explainer_id']} · {meta['model_id']} · {meta['dataset_id']}")
@@ -48,7 +48,7 @@ def show_run(key: str) -> None:
                        file_name=f"loupe-{res.key[:12]}.csv", mime="text/csv")
 
 
-st.title("🔍 Loupe")
+st.title("Loupe")
 if "run" in st.query_params:
     show_run(st.query_params["run"])
     st.stop()

@@ -18,6 +18,7 @@ from torch import nn
 
 import loupe
 from model_registry.base import ModelError, Normalize
+from worker import cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("model_registry.zoo")
@@ -32,7 +33,8 @@ def build(n_features=6):
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loupe", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                          timeout=600, env={**os.environ, **(env or {}),
+                                            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
 
 
 def test_cli_explain_prints_sixteen_results_with_metrics():
@@ -189,7 +191,9 @@ path = "{tmp_path / 'rows.parquet'}"
 label = "y"
 ''')
     monkeypatch.setenv("LOUPE_MANIFEST", str(manifest))
-    return manifest
+    cluster.shutdown()  # workers started from now on can import the factory module
+    yield manifest
+    cluster.shutdown()
 
 
 @pytest.mark.parametrize("model,dataset,explainer,shape", [

@@ -28,7 +28,7 @@ def _text(at: AppTest) -> str:
 def test_home_lists_models_datasets_and_explainers():
     at = _run()
     assert not at.exception
-    assert at.title[0].value.endswith("Loupe")
+    assert at.title[0].value == "Loupe"
     frames = [df.value for df in at.dataframe]
     model_ids = set(frames[0]["id"])
     assert {"shapes_cnn", "shapes_resnet", "digits_cnn", "breast_cancer_mlp", "highdim_mlp"} <= model_ids

@@ -22,12 +22,18 @@ from explainers.registry import all_explainers
 from model_registry.base import ModelError, ModelHandle
 from tests import toy_models as toys
 
-pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:shap")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:shap"),
+    # LARS on 5,000 features from only FAST["shap"]["nsamples"] coalitions drops degenerate regressors.
+    pytest.mark.filterwarnings("ignore:Regressors in active set degenerate"),
+]
 
 FAST: dict[str, dict[str, Any]] = {
-    "integrated_gradients": {"n_steps": 8},
-    "smoothgrad": {"nt_samples": 4},
-    "gradient_shap": {"n_samples": 4},
+    "integrated_gradients": {"n_steps": 4},
+    "smoothgrad": {"nt_samples": 2},
+    "gradient_shap": {"n_samples": 2},
+    "occlusion": {"window": 16, "stride": 8},
+    "feature_ablation": {"cell": 16},
     "shap": {"nsamples": 64},
 }
 """Small settings per explainer id; ids not listed run with their defaults."""
