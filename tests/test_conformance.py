@@ -4,7 +4,7 @@
 Per case: output shape, dtype and finiteness; determinism (two runs equal); batch invariance (one
 batch of 3 vs three batches of 1); no hooks left on any module after a normal run, after a run with
 an out-of-range target and after a run whose forward pass raises; plus a JSON round-trip of every
-explainer's Params. Params are shrunk (``FAST``) so the suite stays quick on 2 CPU cores; run with
+explainer's Params. Params are shrunk (``fast_params``) so the suite stays quick on 2 CPU cores; run with
 ``--durations=15`` to see the slowest cases.
 """
 from __future__ import annotations
@@ -24,19 +24,25 @@ from tests import toy_models as toys
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:shap"),
-    # LARS on 5,000 features from only FAST["shap"]["nsamples"] coalitions drops degenerate regressors.
+    # LARS on 5,000 features from only 64 coalitions (fast_params) drops degenerate regressors.
     pytest.mark.filterwarnings("ignore:Regressors in active set degenerate"),
 ]
 
-FAST: dict[str, dict[str, Any]] = {
-    "integrated_gradients": {"n_steps": 4},
-    "smoothgrad": {"nt_samples": 2},
-    "gradient_shap": {"n_samples": 2},
-    "occlusion": {"window": 16, "stride": 8},
-    "feature_ablation": {"cell": 16},
-    "shap": {"nsamples": 64},
-}
-"""Small settings per explainer id; ids not listed run with their defaults."""
+
+
+def fast_params(explainer_id: str, model: ModelHandle) -> dict[str, Any]:
+    """Small settings per explainer id (windows scale with the image side); ids not listed run
+    with their defaults."""
+    side = min(model.input_shape[-2:]) if model.task == "image" else 8
+    table: dict[str, dict[str, Any]] = {
+        "integrated_gradients": {"n_steps": 4},
+        "smoothgrad": {"nt_samples": 2},
+        "gradient_shap": {"n_samples": 2},
+        "occlusion": {"window": side // 4, "stride": side // 8},
+        "feature_ablation": {"cell": side // 4},
+        "shap": {"nsamples": 64},
+    }
+    return table.get(explainer_id, {})
 
 N = 3
 
@@ -128,7 +134,8 @@ def _explode(*_: Any) -> None:
 
 
 def _run(explainer: Explainer, model: ModelHandle, x, target, background) -> Result:
-    return explainer.explain(model, x, target, explainer.Params.from_dict(FAST.get(explainer.spec.id)), background)
+    params = explainer.Params.from_dict(fast_params(explainer.spec.id, model))
+    return explainer.explain(model, x, target, params, background)
 
 
 def test_every_registered_explainer_has_a_case() -> None:
@@ -171,7 +178,7 @@ def test_conformance(explainer_id: str, key: str) -> None:
 @pytest.mark.parametrize("explainer_id", list(all_explainers()))
 def test_params_round_trip(explainer_id: str) -> None:
     cls = all_explainers()[explainer_id].Params
-    for p in (cls(), cls.from_dict(FAST.get(explainer_id))):
+    for p in (cls(), cls.from_dict(fast_params(explainer_id, TOYS["toy_convnet"]))):
         again = cls.from_dict(json.loads(p.to_json()))
         assert again == p and again.to_json() == p.to_json()
 
