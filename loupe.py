@@ -178,6 +178,16 @@ def explain_batch(
     return results
 
 
+def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict[str, Any] | None = None,
+                 target: str | int = "predicted", seed: int = 0) -> np.ndarray:
+    """Model-randomisation sanity check (Adebayo et al., NeurIPS 2018): per-sample Spearman
+    correlation between |map| on the trained model and on a re-initialised copy. Values near 1 mean
+    the explanation ignores what the model learned."""
+    from worker.batch import sanity_check as run_check
+
+    return run_check(_request(model, dataset, samples, explainer, params, target), seed)
+
+
 # -- stored runs ---------------------------------------------------------------------------------
 def run(key: str) -> Result:
     """The stored run with this key (as a share link carries it); InvalidKey / RunNotFound else."""

@@ -244,3 +244,9 @@ def test_cli_batch_killed_mid_way_resumes_without_duplicates_or_gaps():
     finally:
         con.close()
     assert counts == (96, 96) and runs == 1
+
+
+def test_sanity_check_runs_on_the_cluster_and_separates_methods():
+    saliency = loupe.sanity_check("shapes_cnn", "shapes", "0:6", "saliency")
+    assert saliency.shape == (6,) and np.isfinite(saliency).all()
+    assert saliency.mean() < 0.9, "a trained CNN's saliency should change when its weights are randomised"

@@ -23,7 +23,7 @@ from model_registry.base import ModelHandle
 from store.keys import item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, RunNotFound, Store
-from worker.jobs import Job, ModelRef, run_job
+from worker.jobs import Job, ModelRef, run_job, run_sanity_job
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
@@ -175,13 +175,21 @@ def _ship_model_file(client, ref: ModelRef):
 
 
 def _failure(err: BaseException, job: Job) -> BaseException:
+    """A clear message for a failed job: user errors pass through unchanged; a dead worker or any
+    other exception becomes JobFailed naming the samples, explainer and model."""
     from distributed import KilledWorker
+
+    from data.base import DatasetError
+    from explainers.base import ParamError
+    from model_registry.base import ModelError
 
     where = f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
     if isinstance(err, KilledWorker):
         return JobFailed(f"the worker running {where} died (out of memory or killed); finished chunks are "
                          "stored, run the same request again to resume")
-    return err
+    if isinstance(err, (ModelError, DatasetError, ExplainError, ParamError)):
+        return err
+    return JobFailed(f"the job for {where} failed: {type(err).__name__}: {err}")
 
 
 def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: Store, batch_size: int,
@@ -274,3 +282,21 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
                 versions=library_versions())
     key = store.put_run(meta, [keys[i] for i in req.sample_ids])
     return _finish(req, store.get_run(key), {"computed": len(missing), "reused": len(found), "passes": passes})
+
+
+def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
+    """Adebayo et al.'s model-randomisation check for ``req`` on the cluster (not cached): one
+    Spearman correlation per sample between |map| of the trained and of a re-initialised model."""
+    job = _job(req, req.sample_ids, len(req.sample_ids))
+    if _in_process(req.model):
+        _run_local(job, req.model)
+        return run_sanity_job(job, seed)
+    from worker.cluster import get_client, uses_gpu_resources
+
+    client = get_client()
+    resources = {"GPU": 1} if uses_gpu_resources(client) else None
+    future = client.submit(run_sanity_job, job, seed, pure=False, resources=resources)
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise _failure(err, job) from err
