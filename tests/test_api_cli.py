@@ -227,3 +227,26 @@ def test_bad_entries_are_named_and_the_others_still_work(user_manifest):
     out = cli("models", "--json")
     by_id = {m["id"]: m for m in json.loads(out.stdout)}
     assert by_id["no_file"]["status"] == "error" and by_id["ts_cnn"]["status"] == "ok"
+
+
+def test_cli_export_and_link(tmp_path):
+    res = loupe.explain("digits_cnn", "digits", "0:5", "gradcam")
+    out = cli("export", "--run", res.key, "--csv", str(tmp_path / "run.csv"), "--parquet",
+              str(tmp_path / "run.parquet"), "--maps", str(tmp_path / "maps.npz"), "--k", "3")
+    assert out.returncode == 0, out.stderr
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "run.csv")
+    assert list(frame["sample_id"]) == [0, 1, 2, 3, 4] and set(frame["explainer"]) == {"gradcam"}
+    assert {"deletion_auc", "insertion_auc", "top3_value", "top1_row", "top1_col", "link"} <= set(frame.columns)
+    assert pd.read_parquet(tmp_path / "run.parquet").shape == frame.shape
+    maps = np.load(tmp_path / "maps.npz")
+    np.testing.assert_array_equal(maps[f"{res.key}_3"], res.attributions[3])
+    out = cli("export", "--all", "--explainer", "gradcam", "--model", "digits_cnn", "--csv", str(tmp_path / "all.csv"))
+    assert out.returncode == 0, out.stderr
+    everything = pd.read_csv(tmp_path / "all.csv")
+    assert set(everything["explainer"]) == {"gradcam"} and res.key in set(everything["run_key"])
+    link = cli("link", "--run", res.key)
+    assert link.returncode == 0 and link.stdout.strip() == res.link
+    missing = cli("link", "--run", "0" * 64)
+    assert missing.returncode == 2 and "no stored run" in missing.stderr
