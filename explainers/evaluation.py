@@ -17,10 +17,10 @@ Petsiuk, Das, Saenko, "RISE", BMVC 2018):
 * the extra ``*_prob`` variants use the softmax probability of the target, unnormalised, integrated
   with the trapezoid rule over the fraction of units moved (the RISE convention).
 
-All perturbed inputs of a batch of (sample, step) rows are built on the model's device with one
-broadcast comparison and one ``torch.where`` from each unit's rank, and run under
-``torch.inference_mode``. Nothing in the loop synchronises with the device, so on a GPU building
-the next batch overlaps the current forward pass.
+All perturbed inputs of a block of (sample, step) rows are built on the model's device with one
+broadcast comparison and one ``torch.where`` from each unit's rank, then fed to the model in
+``batch_size`` slices under ``torch.inference_mode``. Nothing in the loop synchronises with the
+device, so on a GPU building the next block overlaps the forward passes.
 """
 from __future__ import annotations
 
