@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import warnings
 
 _LOCK = threading.Lock()
 _STATE: dict = {}
@@ -59,16 +60,20 @@ def _start_embedded():
     from distributed import Client, LocalCluster
 
     gpus = gpu_count()
-    cluster = LocalCluster(
-        n_workers=max(gpus, 1),
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        resources={"GPU": 1} if gpus else None,
-        preload=["worker.preload"],
-        silence_logs=40,
-    )
+    with warnings.catch_warnings():
+        # the scheduler's HTTP endpoint falls back to a free port when 8787 is taken (e.g. by a
+        # second Loupe process); that is expected here, not a problem to report
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = LocalCluster(
+            n_workers=max(gpus, 1),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            resources={"GPU": 1} if gpus else None,
+            preload=["worker.preload"],
+            silence_logs=40,
+        )
     return cluster, Client(cluster, set_as_default=False)
 
 
