@@ -434,12 +434,16 @@ def _window_scores(out: torch.Tensor, chosen: torch.Tensor, grid: "_Grid", k: in
 
 
 def _window(params: OsaDasParams, side: int) -> tuple[int, int]:
-    """(patch, stride) from the params or the auto rule; a patch larger than the image raises."""
+    """(patch, stride) from the params or the auto rule; a patch larger than the image, or a stride
+    larger than the patch, raises."""
     auto_patch, _ = auto_window(side)
     patch = params.patch or auto_patch
     if patch > side:
         raise ValueError(f"osa_das: patch {patch} exceeds the {side}-pixel image side")
-    return patch, params.stride or max(1, patch // 2)
+    stride = params.stride or max(1, patch // 2)
+    if stride > patch:
+        raise ValueError(f"osa_das: stride {stride} exceeds patch {patch}, which would leave pixels no window covers")
+    return patch, stride
 
 
 def _preselect(model: ModelHandle, x: torch.Tensor, grid: _Grid, fraction: float) -> torch.Tensor:
