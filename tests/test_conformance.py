@@ -41,6 +41,7 @@ def fast_params(explainer_id: str, model: ModelHandle) -> dict[str, Any]:
         "occlusion": {"window": side // 4, "stride": side // 8},
         "feature_ablation": {"cell": side // 4},
         "shap": {"nsamples": 64},
+        "osa_das": {"n_views": 3, "patch": max(2, side // 4), "stride": max(1, side // 8)},
         "samp": {"pixels_per_step": max(1, side * side // 4), "n_frag": 2},
     }
     return table.get(explainer_id, {})
