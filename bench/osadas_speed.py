@@ -1,0 +1,118 @@
+"""OSA-DAS speed benchmark, every number measured side by side in one process:
+
+* ``default / floor``: OSA-DAS wall time (defaults) over N·(1 + P) forward passes per image of
+  prebuilt inputs at the best batch size of :data:`BATCH_SIZES` (goal ≤ 1.15);
+* ``one view / Captum``: OSA-DAS with N = 1 over Captum Occlusion with the same window, stride and
+  fill (goal ≤ 1.0);
+* ``preselect 0.5``: speed-up over the default and the change in deletion, insertion and pointing
+  game (explainers/evaluation.py).
+
+Each time is the best of ``--repeats`` runs after a warm-up. Run from the repository root:
+``python -m bench.osadas_speed [--model shapes_cnn --n 16]``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from data.builtin import load_builtin  # noqa: E402
+from explainers.captum_ref import Occlusion  # noqa: E402
+from explainers.evaluation import evaluate  # noqa: E402
+from explainers.osa_das import OsaDas  # noqa: E402
+from model_registry.zoo import load_zoo_model  # noqa: E402
+
+BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up (CUDA synchronised)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def floor_time(model, x: torch.Tensor, rows: int, repeats: int) -> tuple[float, int]:
+    """(best time, batch size) of ``rows`` forward passes of prebuilt inputs over BATCH_SIZES."""
+    results = []
+    for bs in BATCH_SIZES:
+        batch = x.repeat((bs + len(x) - 1) // len(x), 1, 1, 1)[:bs].contiguous()
+
+        @torch.inference_mode()
+        def forwards(batch: torch.Tensor = batch, bs: int = bs) -> None:
+            for start in range(0, rows, bs):
+                model.module(batch[: min(bs, rows - start)])
+
+        results.append((best_time(forwards, x.device, repeats), bs))
+    return min(results)
+
+
+def quality(model, x, maps, target, masks) -> dict[str, float]:
+    rows = evaluate(model, x, maps, target, masks)
+    out = {k: float(np.mean([r[k] for r in rows])) for k in ("deletion_auc", "insertion_auc")}
+    hits = [r["pointing_hit"] for r in rows if r.get("pointing_hit") is not None]
+    out["pointing"] = float(np.mean(hits)) if hits else float("nan")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="shapes_cnn", help="zoo model id (its dataset supplies the images)")
+    parser.add_argument("--n", type=int, default=16, help="images per explain call")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    model = load_zoo_model(args.model)
+    device = model.device
+    ds = load_builtin(model.dataset)
+    x = ds.inputs(range(args.n)).to(device)
+    target = model.logits(x).argmax(1).to(device)
+    masks = ds.masks(range(args.n))
+    osa, occ = OsaDas(), Occlusion()
+    default, one, half = osa.Params(), osa.Params(n_views=1), osa.Params(preselect=0.5)
+    res = osa.explain(model, x, target, default)
+    patch, stride = res.extras["patch"], res.extras["stride"]
+    captum = occ.Params(window=patch, stride=stride)
+    rows = args.n * res.extras["forwards_per_sample"]
+
+    t_default = best_time(lambda: osa.explain(model, x, target, default), device, args.repeats)
+    t_floor, best_bs = floor_time(model, x, rows, args.repeats)
+    t_one = best_time(lambda: osa.explain(model, x, target, one), device, args.repeats)
+    t_captum = best_time(lambda: occ.explain(model, x, target, captum), device, args.repeats)
+    t_half = best_time(lambda: osa.explain(model, x, target, half), device, args.repeats)
+    q_full = quality(model, x, res.attributions, target, masks)
+    q_half = quality(model, x, osa.explain(model, x, target, half).attributions, target, masks)
+
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    ratio, one_ratio = t_default / t_floor, t_one / t_captum
+    print(f"model {args.model} on {where}; {args.n} images; window {patch} px, stride {stride}; "
+          f"{res.extras['forwards_per_sample']} forwards per image (N·(1 + P))")
+    print(f"OSA-DAS defaults:        {t_default * 1e3:9.1f} ms")
+    print(f"floor ({rows} forwards, best batch {best_bs}): {t_floor * 1e3:9.1f} ms")
+    print(f"ratio default / floor = {ratio:.3f}   goal ≤ 1.15   {'PASS' if ratio <= 1.15 else 'FAIL'}")
+    print(f"OSA-DAS one view:        {t_one * 1e3:9.1f} ms;  Captum Occlusion: {t_captum * 1e3:9.1f} ms")
+    print(f"ratio one view / Captum = {one_ratio:.3f}   goal ≤ 1.0   {'PASS' if one_ratio <= 1.0 else 'FAIL'}")
+    print(f"preselect 0.5:           {t_half * 1e3:9.1f} ms;  speed-up ×{t_default / t_half:.2f}")
+    for key in ("deletion_auc", "insertion_auc", "pointing"):
+        print(f"  {key:14s} full {q_full[key]:.3f}  preselect 0.5 {q_half[key]:.3f}  change {q_half[key] - q_full[key]:+.3f}")
+    return {"ratio": ratio, "one_view_ratio": one_ratio, "preselect_speedup": t_default / t_half}
+
+
+if __name__ == "__main__":
+    main()
