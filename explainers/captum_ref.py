@@ -35,7 +35,8 @@ _BASELINE_HELP = (
     "(black when the model has none); zero = all zeros in input space; background_mean = mean of the "
     "background reference samples"
 )
-_PERTURBATIONS_PER_FORWARD = 256  # rows per forward pass for perturbation methods; never changes results
+_FORWARD_ELEMENTS = 2**22  # input values per forward pass (16 MB of float32); never changes results
+_MAX_FORWARD_ROWS = 4096
 
 
 # -- shared helpers --------------------------------------------------------------------------------
@@ -127,6 +128,12 @@ def _pixel_value(attr: torch.Tensor) -> np.ndarray:
     return out.detach().float().cpu().numpy()
 
 
+def _rows_per_forward(x: torch.Tensor) -> int:
+    """How many samples one forward pass takes: about :data:`_FORWARD_ELEMENTS` input values, at
+    least one sample, at most :data:`_MAX_FORWARD_ROWS`. A speed knob only."""
+    return max(1, min(_MAX_FORWARD_ROWS, _FORWARD_ELEMENTS // x[0].numel()))
+
+
 def _noise_std(model: ModelHandle, fraction: float) -> float:
     """A noise level given as a fraction of the model's input value range."""
     low, high = model.value_range
@@ -203,7 +210,7 @@ class IntegratedGradients(Explainer):
             target=target,
             n_steps=params.n_steps,
             method=params.method,
-            internal_batch_size=max(len(x), _PERTURBATIONS_PER_FORWARD),
+            internal_batch_size=max(len(x), _rows_per_forward(x)),
             return_convergence_delta=True,
         )
         return Result(_channel_sum(attr), extras={"convergence_delta": delta.detach().float().cpu().numpy()})
@@ -336,7 +343,7 @@ class Occlusion(Explainer):
             strides=(channels, stride, stride),
             baselines=reference_input(model, x, params.fill, background),
             target=target,
-            perturbations_per_eval=max(1, _PERTURBATIONS_PER_FORWARD // len(x)),
+            perturbations_per_eval=max(1, _rows_per_forward(x) // len(x)),
         )
         return Result(_pixel_value(attr), extras={"window": window, "stride": stride})
 
@@ -383,7 +390,7 @@ class FeatureAblation(Explainer):
             baselines=reference_input(model, x, params.fill, background),
             target=target,
             feature_mask=mask,
-            perturbations_per_eval=max(1, _PERTURBATIONS_PER_FORWARD // len(x)),
+            perturbations_per_eval=max(1, _rows_per_forward(x) // len(x)),
         )
         return Result(_pixel_value(attr), extras=extras)
 

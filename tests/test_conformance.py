@@ -31,7 +31,6 @@ pytestmark = [
 ]
 
 
-
 def fast_params(explainer_id: str, model: ModelHandle) -> dict[str, Any]:
     """Small settings per explainer id (windows scale with the image side); ids not listed run
     with their defaults."""
@@ -47,6 +46,7 @@ def fast_params(explainer_id: str, model: ModelHandle) -> dict[str, Any]:
         "samp": {"pixels_per_step": max(1, side * side // 4), "n_frag": 2},
     }
     return table.get(explainer_id, {})
+
 
 N = 3
 
