@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from data.builtin import load_builtin
 from explainers.base import Explainer, Result
 from explainers.registry import all_explainers
-from model_registry.base import ModelError, ModelHandle
+from model_registry.base import ModelHandle
+from model_registry.zoo import ZOO, load_zoo_model
 from tests import toy_models as toys
 
 pytestmark = [
@@ -50,37 +52,18 @@ def fast_params(explainer_id: str, model: ModelHandle) -> dict[str, Any]:
 
 N = 3
 
-TOYS = {m.id: m for m in toys.all_toys()}
-
-
-def _zoo_ids() -> list[str]:
-    try:
-        from model_registry.zoo import ZOO
-    except ImportError:
-        return []
-    return sorted(ZOO)
-
-
-@functools.lru_cache(maxsize=None)
-def load_model(key: str) -> ModelHandle:
-    """A toy by id, or ``zoo:<id>`` loaded on the CPU (a zoo model without weights skips)."""
-    if not key.startswith("zoo:"):
-        return TOYS[key]
-    from model_registry.zoo import load_zoo_model
-
-    try:
-        return load_zoo_model(key[4:], device=torch.device("cpu"))
-    except ModelError as err:
-        pytest.skip(f"zoo model not available yet: {err}")
+MODELS: dict[str, ModelHandle] = {
+    **{m.id: m for m in toys.all_toys()},
+    **{f"zoo:{model_id}": load_zoo_model(model_id, device=torch.device("cpu")) for model_id in sorted(ZOO)},
+}
 
 
 @functools.lru_cache(maxsize=None)
 def samples(key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x: N samples, target: N class indices, background: 8 reference samples) for a model."""
-    model = load_model(key)
+    """(x: N samples, target: N class indices, background: 8 reference samples) for a model:
+    the dataset's first samples and labels for zoo models, seeded random inputs for toys."""
+    model = MODELS[key]
     if key.startswith("zoo:"):
-        from data.builtin import load_builtin
-
         ds = load_builtin(model.dataset)
         ids = list(range(N))
         return ds.inputs(ids), torch.as_tensor(ds.labels(ids)), ds.background(8)
@@ -93,23 +76,11 @@ def samples(key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
-def _applies(explainer: Explainer, key: str) -> bool:
-    if key.startswith("zoo:"):
-        from model_registry.zoo import ZOO
-
-        entry = ZOO[key[4:]]
-        probe = ModelHandle(entry.id, torch.nn.Identity(), entry.task, entry.input_shape, list(entry.classes),
-                            gradcam_layer=entry.gradcam_layer)
-        return explainer.unsupported_reason(probe) is None
-    return explainer.unsupported_reason(TOYS[key]) is None
-
-
-MODEL_KEYS = [*TOYS, *(f"zoo:{i}" for i in _zoo_ids())]
 CASES = [
     pytest.param(eid, key, id=f"{eid}-{key}")
     for eid, explainer in all_explainers().items()
-    for key in MODEL_KEYS
-    if _applies(explainer, key)
+    for key, model in MODELS.items()
+    if explainer.unsupported_reason(model) is None
 ]
 
 
@@ -150,7 +121,7 @@ def test_every_registered_explainer_has_a_case() -> None:
 @pytest.mark.parametrize(("explainer_id", "key"), CASES)
 def test_conformance(explainer_id: str, key: str) -> None:
     explainer = all_explainers()[explainer_id]
-    model = load_model(key)
+    model = MODELS[key]
     x, target, background = samples(key)
 
     first = _run(explainer, model, x, target, background)
@@ -182,7 +153,7 @@ def test_conformance(explainer_id: str, key: str) -> None:
 @pytest.mark.parametrize("explainer_id", list(all_explainers()))
 def test_params_round_trip(explainer_id: str) -> None:
     cls = all_explainers()[explainer_id].Params
-    for p in (cls(), cls.from_dict(fast_params(explainer_id, TOYS["toy_convnet"]))):
+    for p in (cls(), cls.from_dict(fast_params(explainer_id, MODELS["toy_convnet"]))):
         again = cls.from_dict(json.loads(p.to_json()))
         assert again == p and again.to_json() == p.to_json()
 
