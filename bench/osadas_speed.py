@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.metrics import timed  # noqa: E402
 from data.builtin import load_builtin  # noqa: E402
 from explainers.captum_ref import Occlusion  # noqa: E402
 from explainers.evaluation import evaluate  # noqa: E402
@@ -36,16 +36,7 @@ BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
 def best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Best wall time of ``repeats`` calls after one warm-up (CUDA synchronised)."""
     fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timed(fn, device) for _ in range(repeats))
 
 
 def floor_time(model, x: torch.Tensor, rows: int, repeats: int) -> tuple[float, int]:
