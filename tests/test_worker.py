@@ -159,7 +159,7 @@ def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
         client.wait_for_workers(n, timeout=timeout)
 
 
-def test_external_scheduler_and_worker(monkeypatch):
+def test_external_scheduler_and_worker(monkeypatch, tmp_path):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -178,6 +178,34 @@ def test_external_scheduler_and_worker(monkeypatch):
         assert not res.cached and res.provenance["passes"] > 0
         client = cluster.get_client()
         assert client.scheduler.address == address
+        # a manifest model travels to an external worker as bytes, once, named by their hash
+        import hashlib
+
+        import torch
+
+        torch.jit.script(torch.nn.Sequential(torch.nn.Linear(3, 2))).save(str(tmp_path / "lin.pt"))
+        np.savez(tmp_path / "rows.npz", x=np.ones((4, 3), np.float32), y=np.array([0, 1, 0, 1]))
+        (tmp_path / "manifest.toml").write_text(f'''
+[[model]]
+id = "shipped"
+kind = "torchscript"
+path = "{tmp_path / 'lin.pt'}"
+task = "tabular"
+input_shape = [3]
+classes = ["a", "b"]
+
+[[dataset]]
+id = "rows3"
+kind = "npz"
+path = "{tmp_path / 'rows.npz'}"
+''')
+        monkeypatch.setenv("LOUPE_MANIFEST", str(tmp_path / "manifest.toml"))
+        shipped = loupe.explain("shipped", "rows3", "all", "input_x_gradient")
+        assert shipped.attributions.shape == (4, 3)
+        digest = hashlib.sha256((tmp_path / "lin.pt").read_bytes()).hexdigest()
+        from store.paths import loupe_home
+
+        assert (loupe_home() / "worker_files" / f"{digest}.pt").exists()
     finally:
         cluster.shutdown()
         for proc in (worker, scheduler):
