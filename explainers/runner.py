@@ -17,37 +17,38 @@ from data.base import Dataset
 from explainers.base import Params, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
+from store.keys import TARGET_RULES
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each batch."""
 
-TARGET_RULES = ("predicted", "label")
 
 
 class ExplainError(ValueError):
     """The request cannot run (incompatible model/dataset/explainer, bad target); says why."""
 
 
-def parse_target(target: str | int) -> str | int:
-    """Normalise a target rule: "predicted" (default), "label", or a class index (int or digits)."""
+def parse_target(target: str | int, n_classes: int | None = None) -> str | int:
+    """Normalise a target rule: "predicted" (default), "label", or a class index (int or digits),
+    checked against ``n_classes`` when given."""
     if isinstance(target, str) and target.strip().lstrip("-").isdigit():
         target = int(target)
     if isinstance(target, bool) or not isinstance(target, (str, int)):
         raise ExplainError(f"target must be 'predicted', 'label' or a class index, got {target!r}")
     if isinstance(target, str) and target not in TARGET_RULES:
         raise ExplainError(f"target must be 'predicted', 'label' or a class index, got {target!r}")
+    if isinstance(target, int) and n_classes is not None and not 0 <= target < n_classes:
+        raise ExplainError(f"target class {target} is out of range: the model has {n_classes} classes")
     return target
 
 
 def resolve_targets(rule: str | int, predictions: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Class index per sample: the prediction, the label, or one fixed class."""
-    rule = parse_target(rule)
+    rule = parse_target(rule, n_classes)
     if rule == "predicted":
         return predictions.astype(np.int64)
     if rule == "label":
         return labels.astype(np.int64)
-    if not 0 <= rule < n_classes:
-        raise ExplainError(f"target class {rule} is out of range: the model has {n_classes} classes")
     return np.full(len(predictions), rule, dtype=np.int64)
 
 

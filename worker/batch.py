@@ -72,9 +72,7 @@ def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]
     ids = tuple(int(i) for i in dataset.check_ids(sample_ids))
     if not ids:
         raise ExplainError("no samples selected")
-    target = parse_target(target)
-    if isinstance(target, int) and not 0 <= target < len(model.classes):
-        raise ExplainError(f"target class {target} is out of range: {model.id!r} has {len(model.classes)} classes")
+    target = parse_target(target, len(model.classes))
     return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target)
 
 
