@@ -178,6 +178,16 @@ def explain_batch(
     return results
 
 
+def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+             params: dict[str, Any] | None = None, target: str | int = "predicted"):
+    """The cost preview of an ``explain`` call without running it: samples already stored, the model
+    passes the rest need (``Explainer.passes`` plus prediction and metrics) and the seconds they take
+    at the model's pass time measured on the worker (``worker.batch.Estimate``)."""
+    from worker.batch import estimate as estimate_request
+
+    return estimate_request(_request(model, dataset, samples, explainer, params, target))
+
+
 def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict[str, Any] | None = None,
                  target: str | int = "predicted", seed: int = 0) -> np.ndarray:
     """Model-randomisation sanity check (Adebayo et al., NeurIPS 2018): per-sample Spearman

@@ -16,14 +16,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data.base import Dataset
-from explainers.base import Result
+from explainers.base import Passes, Result
 from explainers.registry import get_explainer
 from explainers.runner import ExplainError, Progress, check_compatible, library_versions, parse_target
 from model_registry.base import ModelHandle
 from store.keys import item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, RunNotFound, Store
-from worker.jobs import Job, ModelRef, run_job, run_sanity_job
+from worker.jobs import Job, ModelRef, PassTime, run_job, run_sanity_job, time_passes
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
@@ -298,3 +298,62 @@ def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
         return future.result()
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise _failure(err, job) from err
+
+
+_PASS_TIMES: dict[tuple[str, str], PassTime] = {}
+
+
+def pass_time(model: ModelHandle) -> PassTime:
+    """The model's measured seconds per forward and backward row on the worker's device (a job on
+    the cluster, or in this process for session models), cached per model for this process."""
+    key = (model.id, model.weights_hash)
+    if key in _PASS_TIMES:
+        return _PASS_TIMES[key]
+    ref = _model_ref(model)
+    if _in_process(model):
+        from worker import jobs
+
+        with jobs._MODELS_LOCK:  # noqa: SLF001 - seed the per-process cache with the live handle
+            jobs._MODELS[(model.id, model.weights_hash)] = model  # noqa: SLF001
+        measured = time_passes(ref)
+    else:
+        from worker.cluster import get_client, uses_gpu_resources
+
+        client = get_client()
+        resources = {"GPU": 1} if uses_gpu_resources(client) else None
+        future = client.submit(time_passes, ref, _ship_model_file(client, ref), pure=False, resources=resources)
+        try:
+            measured = future.result()
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise JobFailed(f"timing a pass of {model.id} on the worker failed: {type(err).__name__}: {err}") from err
+    _PASS_TIMES[key] = measured
+    return measured
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What running a request would cost: the samples not in the store yet, their model passes, and
+    the seconds those passes take at the worker's measured pass time (a (low, high) range)."""
+
+    explainer_id: str
+    n_samples: int
+    n_cached: int
+    passes: Passes
+    seconds: tuple[float, float]
+    device: str
+
+
+def estimate(req: Request) -> Estimate:
+    """The cost preview of ``req``: only samples missing from the store count."""
+    from explainers.runner import sample_passes
+
+    found = Store().lookup(req.item_keys())
+    missing = len(req.sample_ids) - len(found)
+    passes = sample_passes(req.model, req.explainer_id, req.params).times(missing)
+    timing = pass_time(req.model) if missing else None
+    seconds = tuple(
+        0.0 if timing is None else passes.forward[i] * timing.forward_s + passes.backward[i] * timing.backward_s
+        for i in (0, 1)
+    )
+    return Estimate(req.explainer_id, len(req.sample_ids), len(found), passes, seconds,  # type: ignore[arg-type]
+                    timing.device if timing else str(req.model.device))
