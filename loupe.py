@@ -32,10 +32,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from store.keys import InvalidKey
     from store.runs import RunNotFound, StoreError
     from worker.batch import BatchCancelled, JobFailed
+    from model_registry.uploads import RegistrationError
     from worker.cluster import ClusterError
 
     return (ModelError, DatasetError, ExplainError, ParamError, UnknownExplainer, InvalidKey, RunNotFound,
-            StoreError, JobFailed, BatchCancelled, ClusterError)
+            StoreError, JobFailed, BatchCancelled, ClusterError, RegistrationError)
 
 
 # -- listings ------------------------------------------------------------------------------------
