@@ -90,7 +90,7 @@ def test_add_model_entry_validates_then_writes(home):
     (lambda p: _model_values(p, kind="onnx"), "kind must be one of"),
     (lambda p: _model_values(p.parent / "missing.pt"), "does not exist"),
     (lambda p: _model_values(p, id="shapes_cnn"), "built-in"),
-    (lambda p: _model_values(p, path="../x.pt"), "path traversal"),
+    (lambda p: _model_values("../x.pt"), "path traversal"),
 ])
 def test_bad_model_entries_leave_the_manifest_untouched(home, values, message):
     path = save_upload("tiny.pt", _script_bytes())
