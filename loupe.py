@@ -179,6 +179,26 @@ def explain_batch(
     return results
 
 
+def stored(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+           params: dict[str, Any] | None = None, target: str | int = "predicted") -> Result | None:
+    """The stored result of this ``explain`` request, or None when it was never run; never computes."""
+    from worker.batch import find_stored
+
+    return find_stored(_request(model, dataset, samples, explainer, params, target))
+
+
+def predict(model: str, dataset: str, samples: str | Sequence[int] | int | None) -> list[dict]:
+    """Per sample: id, label, predicted class and its probability, computed on the worker."""
+    from worker.batch import predict as predict_on_worker
+
+    handle, ds = _model(model), _dataset(dataset)
+    ids = parse_samples(samples, len(ds))
+    probs = predict_on_worker(handle, ds, ids)
+    labels = ds.labels(ids)
+    return [{"sample_id": i, "label": int(labels[k]), "prediction": int(probs[k].argmax()),
+             "confidence": float(probs[k].max())} for k, i in enumerate(ids)]
+
+
 def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
              params: dict[str, Any] | None = None, target: str | int = "predicted"):
     """The cost preview of an ``explain`` call without running it: samples already stored, the model

@@ -23,7 +23,7 @@ from model_registry.base import ModelHandle
 from store.keys import item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, RunNotFound, Store
-from worker.jobs import Job, ModelRef, PassTime, run_job, run_sanity_job, time_passes
+from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, run_sanity_job, time_passes
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
@@ -246,6 +246,17 @@ def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
                                "dataset": req.dataset.id, **meta})
 
 
+def find_stored(req: Request, store: Store | None = None) -> Result | None:
+    """The stored run of ``req`` (one lookup, no model pass), or None when it was never run."""
+    store = store or Store()
+    meta = _run_meta(req)
+    try:
+        stored = store.get_run(run_key(**{k: meta[k] for k in _RUN_KEY_FIELDS}))
+    except RunNotFound:
+        return None
+    return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
+
+
 def explain_cached(req: Request, *, store: Store | None = None, batch_size: int = 16, chunk_size: int = CHUNK_SIZE,
                    progress: Progress | None = None, cancel: threading.Event | None = None) -> Result:
     """Serve ``req`` from the store, computing only what is missing on the cluster.
@@ -300,6 +311,34 @@ def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
         raise _failure(err, job) from err
 
 
+def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:
+    """``fn(ref, *args, file_bytes)`` for a small job: on the cluster, or in this process for
+    session models (seeded with the live handle); failures become JobFailed."""
+    ref = _model_ref(model)
+    if _in_process(model):
+        from worker import jobs
+
+        with jobs._MODELS_LOCK:  # noqa: SLF001 - seed the per-process cache with the live handle
+            jobs._MODELS[(model.id, model.weights_hash)] = model  # noqa: SLF001
+        return fn(ref, *args)
+    from worker.cluster import get_client, uses_gpu_resources
+
+    client = get_client()
+    resources = {"GPU": 1} if uses_gpu_resources(client) else None
+    future = client.submit(fn, ref, *args, _ship_model_file(client, ref), pure=False, resources=resources)
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise JobFailed(f"{fn.__name__} for {model.id} failed on the worker: {type(err).__name__}: {err}") from err
+
+
+def predict(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]) -> np.ndarray:
+    """Class probabilities of ``sample_ids`` (N×classes), computed on the worker."""
+    check_compatible(model, dataset)
+    ids = [int(i) for i in dataset.check_ids(sample_ids)]
+    return _on_worker(model, predict_job, dataset.inputs(ids).numpy())
+
+
 _PASS_TIMES: dict[tuple[str, str], PassTime] = {}
 
 
@@ -309,25 +348,8 @@ def pass_time(model: ModelHandle) -> PassTime:
     key = (model.id, model.weights_hash)
     if key in _PASS_TIMES:
         return _PASS_TIMES[key]
-    ref = _model_ref(model)
-    if _in_process(model):
-        from worker import jobs
-
-        with jobs._MODELS_LOCK:  # noqa: SLF001 - seed the per-process cache with the live handle
-            jobs._MODELS[(model.id, model.weights_hash)] = model  # noqa: SLF001
-        measured = time_passes(ref)
-    else:
-        from worker.cluster import get_client, uses_gpu_resources
-
-        client = get_client()
-        resources = {"GPU": 1} if uses_gpu_resources(client) else None
-        future = client.submit(time_passes, ref, _ship_model_file(client, ref), pure=False, resources=resources)
-        try:
-            measured = future.result()
-        except Exception as err:  # noqa: BLE001 - re-raised with context
-            raise JobFailed(f"timing a pass of {model.id} on the worker failed: {type(err).__name__}: {err}") from err
-    _PASS_TIMES[key] = measured
-    return measured
+    _PASS_TIMES[key] = _on_worker(model, time_passes)
+    return _PASS_TIMES[key]
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,13 @@ def time_passes(ref: ModelRef, file_bytes: bytes | None = None, rows: int = 32, 
     return _PASS_TIMES[key]
 
 
+def predict_job(ref: ModelRef, x: np.ndarray, file_bytes: bytes | None = None) -> np.ndarray:
+    """Class probabilities of the model for the samples ``x`` on this worker (N×classes)."""
+    _use_all_cores()
+    model = load_model_on_worker(ref, file_bytes)
+    return torch.softmax(model.logits(torch.from_numpy(x)), dim=1).numpy()
+
+
 def run_sanity_job(job: Job, seed: int = 0) -> np.ndarray:
     """Model-randomisation sanity check for one chunk on this worker: per-sample Spearman between
     |map| of the trained model and of a re-initialised copy (see explainers.evaluation)."""

@@ -1,0 +1,54 @@
+"""Explainer parameters for pages and URLs: which widget each ``Params.schema()`` field gets, the
+fields grouped as the explainer declares them, and the compact ``<explainer>.<param>=value`` form
+the URL carries (only values that differ from the defaults, so links stay short)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+WIDGETS = ("select", "toggle", "int", "float")
+
+
+@dataclass(frozen=True)
+class Widget:
+    """One parameter's widget: ``kind`` is one of :data:`WIDGETS`; ``options`` for selects."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    options: tuple | None = None
+
+
+def widget(field: Mapping[str, Any]) -> Widget:
+    """The widget for one schema field: a select for choices, a toggle for booleans, else a number
+    input of the field's type bounded by its low/high."""
+    kind = "select" if field.get("choices") else {"bool": "toggle", "int": "int", "float": "float"}.get(field["type"])
+    if kind is None:
+        raise ValueError(f"parameter {field['name']!r} has type {field['type']!r}, which no widget renders")
+    return Widget(field["name"], kind, field["default"], field.get("help", ""), field.get("low"), field.get("high"),
+                  tuple(field["choices"]) if field.get("choices") else None)
+
+
+def grouped(schema: list[Mapping[str, Any]]) -> dict[str, list[Widget]]:
+    """Widgets by the field's ``group`` ("main" first, then in declaration order)."""
+    groups: dict[str, list[Widget]] = {"main": []}
+    for field in schema:
+        groups.setdefault(field.get("group") or "main", []).append(widget(field))
+    return {name: items for name, items in groups.items() if items}
+
+
+def to_query(explainer_id: str, values: Mapping[str, Any], schema: list[Mapping[str, Any]]) -> dict[str, str]:
+    """``{"<explainer>.<param>": value}`` for the values that differ from their defaults."""
+    defaults = {f["name"]: f["default"] for f in schema}
+    return {f"{explainer_id}.{name}": str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in values.items() if name in defaults and value != defaults[name]}
+
+
+def from_query(explainer_id: str, query: Mapping[str, str]) -> dict[str, str]:
+    """The raw (string) values of ``explainer_id``'s params in ``query``; Params.from_dict coerces
+    and validates them, so a bad or unknown one becomes a ParamError naming the parameter."""
+    prefix = f"{explainer_id}."
+    return {key[len(prefix):]: value for key, value in query.items() if key.startswith(prefix)}
