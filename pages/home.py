@@ -5,7 +5,7 @@ import streamlit as st
 
 import loupe
 from views.figures import attribution_overlay, feature_bars
-from views.runs import metric_summary, metrics_table
+from views.runs import metric_summary, metrics_table, run_page
 
 
 @st.cache_data(ttl=5, show_spinner="Reading the registries…")
@@ -50,6 +50,9 @@ def show_run(key: str) -> None:
 
 st.title("Loupe")
 if "run" in st.query_params:
+    target_page = run_page(st.query_params["run"])
+    if target_page:
+        st.switch_page(target_page, query_params={"run": st.query_params["run"]})
     show_run(st.query_params["run"])
     st.stop()
 

@@ -27,3 +27,21 @@ def metric_summary(res: Result) -> pd.DataFrame:
     n = numeric.notna().sum()
     half = 1.96 * numeric.std(ddof=1) / np.sqrt(n.clip(lower=1))
     return pd.DataFrame({"mean": numeric.mean(), "± 95% CI": half.fillna(0.0), "n": n}).round(4)
+
+
+RUN_PAGES = {"attribution": "pages/explain.py"}
+"""Result kind -> the page that shows a stored run of that kind (its ``?run=<key>`` view)."""
+
+
+def run_page(key: str) -> str | None:
+    """The page for the stored run ``key``, or None when the key is malformed, unknown, or of a
+    kind no page claims (the home page then says so or shows it)."""
+    from store.keys import InvalidKey
+    from store.links import parse_run_param
+    from store.runs import RunNotFound, Store
+
+    try:
+        kind = Store().get_run(parse_run_param(key)).meta.get("kind", "attribution")
+    except (InvalidKey, RunNotFound):
+        return None
+    return RUN_PAGES.get(kind)
