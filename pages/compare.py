@@ -22,7 +22,8 @@ if any(m not in fitting for m in asked):
 ui.seed("cmp-models", [m for m in asked if m in fitting] or fitting[:1])
 st.session_state["cmp-models"] = [m for m in st.session_state["cmp-models"] if m in fitting]
 chosen_models = st.multiselect("Models", fitting, key="cmp-models")
-common = [e for e in ui.listings()[2] if all(e["id"] in ui.explainers_for(models[m]) for m in chosen_models)]
+common = [e for e in ui.listings()[2]
+          if e["output"] == "attribution" and all(e["id"] in ui.explainers_for(models[m]) for m in chosen_models)]
 ids = [e["id"] for e in common]
 ui.seed("cmp-explainers", [e for e in query.get("explainers", "").split(",") if e in ids])
 st.session_state["cmp-explainers"] = [e for e in st.session_state["cmp-explainers"] if e in ids]

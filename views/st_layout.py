@@ -35,9 +35,10 @@ def datasets_for(model: Mapping[str, Any]) -> list[str]:
     return sorted(ids, key=lambda d: d != own)
 
 
-def explainers_for(model: Mapping[str, Any]) -> dict[str, dict]:
-    """Explainers whose modalities include the model's task, by id."""
-    return {e["id"]: e for e in listings()[2] if model.get("task") in e["modalities"]}
+def explainers_for(model: Mapping[str, Any], output: str = "attribution") -> dict[str, dict]:
+    """Explainers (or, with another ``output`` kind, analyses) whose modalities include the
+    model's task, by id."""
+    return {e["id"]: e for e in listings()[2] if model.get("task") in e["modalities"] and e["output"] == output}
 
 
 def seed(key: str, value: Any) -> None:
