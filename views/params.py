@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-WIDGETS = ("select", "toggle", "int", "float")
+WIDGETS = ("select", "toggle", "int", "float", "text")
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,10 @@ class Widget:
 
 
 def widget(field: Mapping[str, Any]) -> Widget:
-    """The widget for one schema field: a select for choices, a toggle for booleans, else a number
-    input of the field's type bounded by its low/high."""
-    kind = "select" if field.get("choices") else {"bool": "toggle", "int": "int", "float": "float"}.get(field["type"])
+    """The widget for one schema field: a select for choices, a toggle for booleans, a number input
+    of the field's type bounded by its low/high, a text input for free strings."""
+    kind = "select" if field.get("choices") else {"bool": "toggle", "int": "int", "float": "float",
+                                                  "str": "text"}.get(field["type"])
     if kind is None:
         raise ValueError(f"parameter {field['name']!r} has type {field['type']!r}, which no widget renders")
     return Widget(field["name"], kind, field["default"], field.get("help", ""), field.get("low"), field.get("high"),

@@ -29,19 +29,17 @@ def metric_summary(res: Result) -> pd.DataFrame:
     return pd.DataFrame({"mean": numeric.mean(), "± 95% CI": half.fillna(0.0), "n": n}).round(4)
 
 
-RUN_PAGES = {"attribution": "pages/explain.py"}
-"""Result kind -> the page that shows a stored run of that kind (its ``?run=<key>`` view)."""
+RUN_PAGES = {
+    "attribution": "pages/explain.py",
+    "embedding": "pages/embeddings.py",
+}
+"""Result kind -> the page that opens a stored result of that kind from its ``?run=<key>`` link."""
 
 
-def run_page(key: str) -> str | None:
-    """The page for the stored run ``key``, or None when the key is malformed, unknown, or of a
-    kind no page claims (the home page then says so or shows it)."""
-    from store.keys import InvalidKey
-    from store.links import parse_run_param
-    from store.runs import RunNotFound, Store
+def run_page(key: str) -> tuple[str, str | None]:
+    """(kind, page) of the stored result ``key``; the page is None when no page shows that kind.
+    A malformed or unknown key raises InvalidKey / RunNotFound (user errors)."""
+    import loupe
 
-    try:
-        kind = Store().get_run(parse_run_param(key)).meta.get("kind", "attribution")
-    except (InvalidKey, RunNotFound):
-        return None
-    return RUN_PAGES.get(kind)
+    kind = loupe.kind_of(key)
+    return kind, RUN_PAGES.get(kind)

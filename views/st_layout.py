@@ -55,6 +55,7 @@ _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
                                           help=w.help),
     "float": lambda w, key: st.number_input(w.name, min_value=w.low, max_value=w.high, step=None, format="%.4g",
                                             key=key, help=w.help),
+    "text": lambda w, key: st.text_input(w.name, key=key, help=w.help),
 }
 
 
@@ -62,7 +63,7 @@ def _typed(w: Widget, raw: Any) -> Any:
     """A URL string as the widget's value type (invalid strings fall back to the default; the
     params check reports out-of-range values)."""
     caster = {"toggle": lambda v: str(v).lower() in {"1", "true", "yes", "on"}, "int": int, "float": float,
-              "select": str}[w.kind]
+              "select": str, "text": str}[w.kind]
     try:
         return caster(raw)
     except (TypeError, ValueError):
