@@ -87,7 +87,11 @@ def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict |
     explainer = get_explainer(explainer_id)
     p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
     overhead = 1 + (curve_passes(model.input_shape) if with_metrics else 0)
-    return explainer.passes(model, p) + Passes.exact(overhead)
+    try:
+        own = explainer.passes(model, p)
+    except ValueError as err:  # e.g. a window larger than the image: the same check explain() makes
+        raise ExplainError(str(err)) from None
+    return own + Passes.exact(overhead)
 
 
 def explain_samples(

@@ -14,6 +14,8 @@ from views.registry import entry_values
 st.title("Registry")
 models, datasets, _ = ui.listings()
 st.caption(f"Manifest: `{manifest_path()}` (re-read when it changes)")
+if "rg-added" in st.session_state:
+    st.success(st.session_state.pop("rg-added"))
 for title, rows, columns in (
     ("Models", models, ["id", "status", "reason", "task", "input_shape", "classes", "dataset", "source"]),
     ("Datasets", datasets, ["id", "status", "reason", "task", "input_shape", "classes", "source"]),
@@ -42,7 +44,8 @@ def register(section: str, fields: dict, lists: dict) -> None:
         st.error(f"Not saved: {err}")
         return
     ui.listings.clear()
-    st.success(f"Added {section} {entry.id!r}; it is listed above and usable on every page.")
+    st.session_state["rg-added"] = f"Added {section} {entry.id!r}; it is listed below and usable on every page."
+    st.rerun()
 
 
 model_tab, dataset_tab = st.tabs(["Add a model", "Add a dataset"])

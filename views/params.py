@@ -33,6 +33,24 @@ def widget(field: Mapping[str, Any]) -> Widget:
                   tuple(field["choices"]) if field.get("choices") else None)
 
 
+_CASTS = {"toggle": lambda v: v if isinstance(v, bool) else {"true": True, "false": False}[str(v).lower()],
+          "int": int, "float": float, "select": str, "text": str}
+
+
+def widget_value(w: Widget, raw: Any) -> tuple[Any, str | None]:
+    """``raw`` (a URL string or a stored value) as the widget's value, or (default, problem) when
+    the widget cannot show it: wrong type, out of its bounds, or not one of its options."""
+    try:
+        value = _CASTS[w.kind](raw)
+    except (KeyError, TypeError, ValueError):
+        return w.default, f"{w.name}={raw!r} is not a valid {w.kind} value"
+    if w.options is not None and value not in w.options:
+        return w.default, f"{w.name}={raw!r} is not one of {list(w.options)}"
+    if (w.low is not None and value < w.low) or (w.high is not None and value > w.high):
+        return w.default, f"{w.name}={raw!r} is outside [{w.low}, {w.high}]"
+    return value, None
+
+
 def grouped(schema: list[Mapping[str, Any]]) -> dict[str, list[Widget]]:
     """Widgets by the field's ``group`` ("main" first, then in declaration order)."""
     groups: dict[str, list[Widget]] = {"main": []}

@@ -12,7 +12,7 @@ import loupe
 from explainers.base import Result
 from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_png, patch_grid_figure,
                            path_logits_figure)
-from views.params import Widget, grouped
+from views.params import Widget, grouped, widget_value
 from views.runs import metrics_table
 
 
@@ -59,20 +59,10 @@ _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
 }
 
 
-def _typed(w: Widget, raw: Any) -> Any:
-    """A URL string as the widget's value type (invalid strings fall back to the default; the
-    params check reports out-of-range values)."""
-    caster = {"toggle": lambda v: str(v).lower() in {"1", "true", "yes", "on"}, "int": int, "float": float,
-              "select": str, "text": str}[w.kind]
-    try:
-        return caster(raw)
-    except (TypeError, ValueError):
-        return w.default
-
-
 def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str, Any]) -> dict[str, Any]:
     """Widgets for every parameter of ``explainer`` (grouped, with help text), seeded from
-    ``initial``; returns the chosen values."""
+    ``initial`` (URL strings or stored values); a value the widget cannot take is reported and
+    replaced by the default. Returns the chosen values."""
     values = {}
     for group, widgets in grouped(explainer["params"]).items():
         if group != "main":
@@ -80,7 +70,11 @@ def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str,
         columns = st.columns(2)
         for i, w in enumerate(widgets):
             key = f"{prefix}-{w.name}"
-            seed(key, _typed(w, initial[w.name]) if w.name in initial else w.default)
+            if key not in st.session_state:
+                value, problem = widget_value(w, initial[w.name]) if w.name in initial else (w.default, None)
+                if problem:
+                    st.warning(f"{explainer['id']}.{problem}; using the default {w.default!r}")
+                st.session_state[key] = value
             with columns[i % 2]:
                 values[w.name] = _INPUTS[w.kind](w, key)
     return values
