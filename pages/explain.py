@@ -67,11 +67,9 @@ def toggle(sample_id: int) -> None:
     st.session_state["ex-samples"] = [i for i in ids if i != sample_id] if sample_id in ids else [*ids, sample_id]
 
 
-with st.container(border=True):
-    head = st.columns([3, 1])
-    head[0].markdown(f"**Samples** · {len(dataset)} in `{dataset_id}` · selected: "
-                     + (", ".join(f"#{i}" for i in chosen_ids) or "none"))
-    start = head[1].number_input("Gallery from sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
+picked = ", ".join(f"#{i}" for i in chosen_ids) or "none"
+with st.expander(f"Samples · {len(dataset)} in {dataset_id} · selected: {picked}", expanded=not chosen_ids):
+    start = st.number_input("Gallery from sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
                                  key="ex-gallery-start")
     ids = tuple(range(int(start), min(int(start) + GALLERY, len(dataset))))
     try:
@@ -89,7 +87,8 @@ with st.container(border=True):
             else:
                 st.caption(text)
             st.session_state[f"ex-pick-{row['sample_id']}"] = row["sample_id"] in chosen_ids
-            st.checkbox("select", key=f"ex-pick-{row['sample_id']}", on_change=toggle, args=(row["sample_id"],))
+            st.checkbox(f"select #{row['sample_id']}", key=f"ex-pick-{row['sample_id']}", on_change=toggle,
+                        args=(row["sample_id"],))
 
 # -- explainers and their parameters ---------------------------------------------------------------
 available = ui.explainers_for(model)

@@ -95,6 +95,12 @@ def predictions(model_id: str, dataset_id: str, ids: tuple[int, ...]) -> list[di
     return loupe.predict(model_id, dataset_id, list(ids))
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def run_csv(key: str) -> bytes:
+    """The export table of a stored run as CSV (a run never changes, so this is cached by key)."""
+    return loupe.export(key).to_csv(index=False).encode()
+
+
 def _extras_figures(res: Result, i: int) -> list[Any]:
     """The method-specific extras of sample ``i`` that have a figure (found by the extras' names)."""
     extras = res.extras
@@ -134,7 +140,7 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
             st.plotly_chart(fig, key=f"{key}-extra-{j}")
     st.code(res.link, language=None)
     left, right = st.columns(2)
-    left.download_button("CSV", loupe.export(res.key).to_csv(index=False).encode(), key=f"{key}-csv",
+    left.download_button("CSV", run_csv(res.key), key=f"{key}-csv",
                          file_name=f"loupe-{res.key[:12]}.csv", mime="text/csv", on_click="ignore")
     if image is not None:
         right.download_button("PNG", overlay_png(image, res.attributions[i], opacity), key=f"{key}-png",
