@@ -68,27 +68,31 @@ def toggle(sample_id: int) -> None:
 
 
 picked = ", ".join(f"#{i}" for i in chosen_ids) or "none"
-with st.expander(f"Samples · {len(dataset)} in {dataset_id} · selected: {picked}", expanded=not chosen_ids):
-    start = st.number_input("Gallery from sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
-                                 key="ex-gallery-start")
-    ids = tuple(range(int(start), min(int(start) + GALLERY, len(dataset))))
-    try:
-        rows = ui.predictions(model["id"], dataset_id, ids)
-    except loupe.user_errors() as err:
-        st.error(str(err))
-        st.stop()
-    pictures = ui.thumbnails(dataset_id, ids) if image_data else [None] * len(ids)
-    columns = st.columns(6)
-    for k, (row, picture) in enumerate(zip(rows, pictures)):
-        with columns[k % 6]:
-            text = caption(row["sample_id"], dataset.classes, row["label"], row["prediction"], row["confidence"])
-            if picture is not None:
-                st.image(picture, caption=text, width="stretch")
-            else:
-                st.caption(text)
-            st.session_state[f"ex-pick-{row['sample_id']}"] = row["sample_id"] in chosen_ids
-            st.checkbox(f"select #{row['sample_id']}", key=f"ex-pick-{row['sample_id']}", on_change=toggle,
-                        args=(row["sample_id"],))
+ui.seed("ex-gallery-initially-open", not chosen_ids)
+gallery = st.expander(f"Samples · {len(dataset)} in {dataset_id} · selected: {picked}",
+                      expanded=st.session_state["ex-gallery-initially-open"], key="ex-gallery", on_change="rerun")
+if gallery.open:  # closed (e.g. when a link opens a result) it costs nothing: no thumbnails, no predictions
+    with gallery:
+        start = st.number_input("Gallery from sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
+                                key="ex-gallery-start")
+        ids = tuple(range(int(start), min(int(start) + GALLERY, len(dataset))))
+        try:
+            rows = ui.predictions(model["id"], dataset_id, ids)
+        except loupe.user_errors() as err:
+            st.error(str(err))
+            st.stop()
+        pictures = ui.thumbnails(dataset_id, ids) if image_data else [None] * len(ids)
+        columns = st.columns(6)
+        for k, (row, picture) in enumerate(zip(rows, pictures)):
+            with columns[k % 6]:
+                text = caption(row["sample_id"], dataset.classes, row["label"], row["prediction"], row["confidence"])
+                if picture is not None:
+                    st.image(picture, caption=text, width="stretch")
+                else:
+                    st.caption(text)
+                st.session_state[f"ex-pick-{row['sample_id']}"] = row["sample_id"] in chosen_ids
+                st.checkbox(f"select #{row['sample_id']}", key=f"ex-pick-{row['sample_id']}", on_change=toggle,
+                            args=(row["sample_id"],))
 
 # -- explainers and their parameters ---------------------------------------------------------------
 available = ui.explainers_for(model)
@@ -159,12 +163,14 @@ if not ready:
 missing = [e for e in results if results[e] is None]
 if missing:
     st.caption(f"Not computed yet for this selection: {', '.join(missing)}.")
+details = st.toggle("Show deletion/insertion curves and method details (SAMP paths, OSA-DAS windows)", key="ex-details")
 for i, sample_id in enumerate(chosen_ids[:SHOWN]):
     any_res = next(iter(ready.values()))
     st.markdown(f"#### {caption(sample_id, dataset.classes, int(any_res.labels[i]), int(any_res.predictions[i]), float(any_res.confidences[i]))}")
     image = dataset.inputs([sample_id])[0].numpy() if image_data else None
     for column, (explainer_id, res) in zip(st.columns(len(ready)), ready.items()):
         with column:
-            ui.result_panel(res, i, image, dataset.feature_names or [], opacity, key=f"res-{explainer_id}-{sample_id}")
+            ui.result_panel(res, i, image, dataset.feature_names or [], opacity, key=f"res-{explainer_id}-{sample_id}",
+                            details=details)
 if len(chosen_ids) > SHOWN:
     st.caption(f"Showing {SHOWN} of {len(chosen_ids)} samples; the CSV downloads have them all.")

@@ -60,7 +60,11 @@ def test_explain_cost_preview_run_and_stored_results():
     assert not _errors(at)
     links = [c.value for c in at.code]
     assert len(links) == 4 and all("?run=" in link for link in links)  # 2 samples × 2 explainers
+    assert len(at.get("plotly_chart")) == 4
     assert len(at.get("download_button")) == 8  # CSV and PNG for each panel
+    maps = len(at.get("plotly_chart"))
+    at.toggle(key="ex-details").set_value(True).run()
+    assert len(at.get("plotly_chart")) == maps + 4  # a deletion/insertion curve figure under each map
     stored = loupe.stored("digits_cnn", "digits", [0, 1], "occlusion", {"window": 8, "stride": 8})
     assert stored is not None and any(stored.key in link for link in links)
     again = _page("pages/explain.py", FAST)  # the same URL shows the stored results without a click

@@ -34,11 +34,11 @@ def embedding_figure(points: np.ndarray, sample_ids: Sequence[int], colour: tupl
     if categorical:
         for category in sorted(set(values.tolist())):
             at = values == category
-            fig.add_trace(go.Scattergl(x=points[at, 0], y=points[at, 1], mode="markers", name=str(category),
+            fig.add_trace(go.Scatter(x=points[at, 0], y=points[at, 1], mode="markers", name=str(category),
                                        customdata=ids[at], text=[str(category)] * int(at.sum()),
                                        marker={"size": 7}, hovertemplate=hover))
     else:
-        fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name=colour_name,
+        fig.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=colour_name,
                                    customdata=ids, text=[f"{colour_name} {v:.3g}" for v in values],
                                    marker={"size": 7, "color": values, "colorscale": "Viridis", "showscale": True,
                                            "colorbar": {"title": colour_name, "thickness": 10}},

@@ -116,9 +116,9 @@ def _extras_figures(res: Result, i: int) -> list[Any]:
 
 
 def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: list[str], opacity: float,
-                 key: str) -> None:
-    """Sample ``i`` of a stored result: the map (overlay or feature bars), its metrics, the
-    deletion/insertion curves and the method's extras, the run's link and downloads."""
+                 key: str, details: bool) -> None:
+    """Sample ``i`` of a stored result: the map (overlay or feature bars), its metrics, with
+    ``details`` the deletion/insertion curves and the method's extras, the run's link and downloads."""
     from explainers.evaluation import default_step
 
     title = res.provenance.get("explainer", res.provenance.get("explainer_id", ""))
@@ -130,7 +130,7 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
                         config={"displayModeBar": False})
     row = metrics_table(res).iloc[[i]].drop(columns=["sample", "label", "target", "prediction"])
     st.dataframe(row.T.rename(columns={row.index[0]: "value"}), width="stretch")
-    with st.expander("Curves and method details"):
+    if details:
         if "deletion_curve" in res.extras:
             deletion, insertion = res.extras["deletion_curve"][i], res.extras["insertion_curve"][i]
             units = int(np.prod(res.attributions.shape[1:]))
