@@ -52,8 +52,12 @@ def app_url():
             pytest.fail("the Streamlit server did not become healthy within 60 s")
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        proc.terminate()  # the server also stops its embedded Dask cluster, which takes a while under load
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

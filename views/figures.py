@@ -89,8 +89,8 @@ def overlay_png(image: np.ndarray, attribution: np.ndarray, opacity: float = 0.6
 
 
 def _small(fig: go.Figure, title: str, height: int = 220) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0},
-                      legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(title=title, height=height, margin={"l": 0, "r": 0, "t": 60, "b": 0},
+                      legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
     return fig
 
 
