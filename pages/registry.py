@@ -28,17 +28,20 @@ for title, rows, columns in (
             st.error(f"{row['id']}: {row.get('reason', '')}")
 
 
-def file_source(prefix: str, types: list[str] | None) -> str:
-    """A path typed on the server, or an uploaded file saved under $LOUPE_HOME/uploads/."""
+def file_source(prefix: str, types: list[str] | None):
+    """A path typed on the server, or an uploaded file (saved only when the entry is added)."""
     how = st.radio("File", ["path on the server", "upload"], horizontal=True, key=f"{prefix}-how")
     if how == "path on the server":
         return st.text_input("Path", key=f"{prefix}-path", help="absolute, or relative to the manifest's folder")
-    upload = st.file_uploader(f"Upload (at most {max_upload_bytes() / 2**20:g} MB)", type=types, key=f"{prefix}-file")
-    return str(save_upload(upload.name, upload)) if upload is not None else ""
+    return st.file_uploader(f"Upload (at most {max_upload_bytes() / 2**20:g} MB)", type=types, key=f"{prefix}-file")
 
 
 def register(section: str, fields: dict, lists: dict) -> None:
+    """Save an uploaded file under $LOUPE_HOME/uploads/, then validate and add the entry."""
     try:
+        source = fields.get("path")
+        if source is not None and not isinstance(source, str):
+            fields = {**fields, "path": str(save_upload(source.name, source))}
         entry = add_entry(section, entry_values(fields, lists))
     except loupe.user_errors() as err:
         st.error(f"Not saved: {err}")
@@ -53,10 +56,7 @@ with model_tab:
     top = st.columns(3)
     fields = {"id": top[0].text_input("Id", key="rg-m-id"), "kind": top[1].selectbox("Kind", MODEL_KINDS, key="rg-m-kind"),
               "task": top[2].selectbox("Task", TASKS, key="rg-m-task")}
-    try:
-        fields["path"] = file_source("rg-m", ["pt", "pt2", "pth", "ts"])
-    except loupe.user_errors() as err:
-        st.error(str(err))
+    fields["path"] = file_source("rg-m", ["pt", "pt2", "pth", "ts"])
     shape = st.columns(3)
     fields["input_shape"] = shape[0].text_input("Input shape", key="rg-m-shape", help="3,64,64 for images; 30 for tables")
     fields["classes"] = shape[1].text_input("Classes", key="rg-m-classes", help="comma-separated class names")
@@ -73,10 +73,7 @@ with dataset_tab:
         fields["path"] = st.text_input("Folder", key="rg-d-path", help="one sub-folder per class")
         fields["image_size"] = st.text_input("Image size (optional)", key="rg-d-size", help="height,width")
     else:
-        try:
-            fields["path"] = file_source("rg-d", ["npz", "csv", "parquet"])
-        except loupe.user_errors() as err:
-            st.error(str(err))
+        fields["path"] = file_source("rg-d", ["npz", "csv", "parquet"])
     if fields["kind"] == "table":
         fields["label"] = st.text_input("Label column", key="rg-d-label")
     if st.button("Validate and add the dataset", type="primary", key="rg-d-add"):

@@ -13,7 +13,9 @@ from explainers.registry import get_explainer
 from views.compare import agreement_matrix, disagreement, metric_table
 from views.explain import Selection, SelectionError, caption, explain_link
 from views.figures import colour_scale, overlay_png, patch_grid_figure, path_logits_figure
-from views.params import from_query, grouped, to_query, widget
+from model_registry.uploads import RegistrationError
+from views.params import from_query, grouped, to_query, widget, widget_value
+from views.registry import entry_values
 
 
 def test_widgets_follow_the_schema():
@@ -113,3 +115,20 @@ def test_extras_figures():
     assert [len(t.y) for t in fig.data] == [2, 3]
     grid = patch_grid_figure(np.ones((2, 3)), np.array([[True, False, True], [True, True, True]]))
     assert np.isnan(grid.data[0].z[0][1]) and grid.data[0].z[1][1] == 1.0
+
+
+def test_url_values_a_widget_cannot_take_fall_back_to_the_default():
+    widgets = {w.name: w for group in grouped(get_explainer("samp").Params.schema()).values() for w in group}
+    assert widget_value(widgets["n_frag"], "4") == (4, None)
+    assert widget_value(widgets["n_frag"], "-1")[1] == "n_frag='-1' is outside [0, 100000]"
+    assert widget_value(widgets["paths"], "sideways") == ("both", "paths='sideways' is not one of ['both', 'deletion', 'insertion']")
+    assert widget_value(widget({"name": "abs", "type": "bool", "default": True}), "false") == (False, None)
+    assert widget_value(widgets["momentum"], "fast")[0] == 0.5
+
+
+def test_registry_form_values():
+    values = entry_values({"id": "m", "input_shape": "3, 64,64", "classes": "a,b", "dataset": "", "trust": False,
+                           "seed": 0}, {"input_shape": int, "classes": str})
+    assert values == {"id": "m", "input_shape": [3, 64, 64], "classes": ["a", "b"], "seed": 0}
+    with pytest.raises(RegistrationError, match="input_shape must be a comma-separated list of int"):
+        entry_values({"input_shape": "3,x"}, {"input_shape": int})

@@ -6,12 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-WIDGETS = ("select", "toggle", "int", "float", "text")
-
-
 @dataclass(frozen=True)
 class Widget:
-    """One parameter's widget: ``kind`` is one of :data:`WIDGETS`; ``options`` for selects."""
+    """One parameter's widget: ``kind`` is select, toggle, int, float or text; ``options`` for selects."""
 
     name: str
     kind: str

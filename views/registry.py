@@ -23,7 +23,7 @@ def entry_values(fields: dict[str, Any], lists: dict[str, Callable[[str], Any]])
     for key, value in fields.items():
         if key in lists and isinstance(value, str):
             value = parse_list(value, lists[key], key)
-        if value in ("", None, [], False):
+        if value is None or value is False or (isinstance(value, (str, list)) and not value):
             continue
         values[key] = value.strip() if isinstance(value, str) else value
     return values

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("running", "done", "cancelled", "failed", "interrupted")
 EXPORT_FORMATS = {"csv": "to_csv", "parquet": "to_parquet"}
 """Export format -> the DataFrame writer that produces it."""
 _THREADS: dict[str, tuple[threading.Thread, threading.Event]] = {}
@@ -45,7 +44,8 @@ class BatchSpec:
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """A batch's state: progress counts samples over all explainers."""
+    """A batch's state: ``status`` is running, done, cancelled, failed or interrupted; progress counts
+    samples over all explainers."""
 
     id: str
     spec: BatchSpec
