@@ -23,8 +23,7 @@ if "run" in st.query_params:
     except loupe.user_errors() as err:
         st.error(f"Run not found. {err}")
         st.stop()
-    explainer = ui.listings()[2]
-    defaults = {f["name"]: f["default"] for e in explainer if e["id"] == opened.provenance["explainer_id"]
+    defaults = {f["name"]: f["default"] for e in ui.listings()[2] if e["id"] == opened.provenance["explainer_id"]
                 for f in e["params"]}
     selection = Selection.from_run(opened.provenance, defaults)
     for key in [k for k in st.session_state if str(k).startswith("ex-")]:
@@ -40,7 +39,8 @@ if selection.model not in models:
     st.error(f"Unknown model {selection.model!r}; known: {', '.join(models)}")
     selection = Selection(first["id"], first.get("dataset") or "")
 ui.seed("ex-model", selection.model)
-ui.seed("ex-target", selection.target if selection.target in TARGETS else "predicted")
+targets = [*TARGETS, *map(str, range(len(models[selection.model]["classes"])))]
+ui.seed("ex-target", selection.target if selection.target in targets else "predicted")
 ui.seed("ex-samples", list(selection.samples))
 
 top = st.columns([2, 2, 1, 1])
@@ -53,13 +53,21 @@ ui.seed("ex-dataset", selection.dataset if selection.dataset in datasets else da
 if st.session_state["ex-dataset"] not in datasets:
     st.session_state["ex-dataset"] = datasets[0]
 dataset_id = top[1].selectbox("Dataset", datasets, key="ex-dataset")
-target = top[2].selectbox("Target", TARGETS, key="ex-target", help="explain the predicted class or the true label")
+classes = model["classes"]
+targets = [*TARGETS, *map(str, range(len(classes)))]
+if st.session_state["ex-target"] not in targets:
+    st.session_state["ex-target"] = "predicted"
+target = top[2].selectbox("Target", targets, key="ex-target", help="explain the predicted class, the label or one class",
+                          format_func=lambda t: t if t in TARGETS else f"class {classes[int(t)]}")
 opacity = top[3].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="ex-opacity")
 dataset = loupe.dataset(dataset_id)
 image_data = dataset.task == "image"
 
 # -- gallery -------------------------------------------------------------------------------------
 chosen_ids: list[int] = [i for i in st.session_state["ex-samples"] if 0 <= i < len(dataset)]
+if len(chosen_ids) < len(st.session_state["ex-samples"]):
+    st.warning(f"Ignored sample ids outside 0…{len(dataset) - 1}: "
+               f"{', '.join(str(i) for i in st.session_state['ex-samples'] if i not in chosen_ids)}")
 
 
 def toggle(sample_id: int) -> None:

@@ -39,13 +39,13 @@ FAST = {"model": "digits_cnn", "dataset": "digits", "samples": "0,1", "explainer
 
 
 def test_explain_gallery_selection_and_url():
-    at = _page("pages/explain.py", {"model": "digits_cnn", "dataset": "digits"})
-    assert not _errors(at)
+    at = _page("pages/explain.py", {"model": "digits_cnn", "dataset": "digits", "target": "3"})
+    assert not _errors(at) and at.selectbox(key="ex-target").value == "3"
     boxes = [c for c in at.checkbox if str(c.key).startswith("ex-pick-")]
     assert len(boxes) == 12 and not any(c.value for c in boxes)
     at.checkbox(key="ex-pick-5").check().run()
     at.multiselect(key="ex-explainers").set_value(["saliency"]).run()
-    assert _query(at)["samples"] == "5" and _query(at)["explainers"] == "saliency"
+    assert _query(at)["samples"] == "5" and _query(at)["explainers"] == "saliency" and _query(at)["target"] == "3"
     assert at.checkbox(key="ex-pick-5").value
     assert [t.value for t in at.toggle] == [True]  # saliency's one parameter, abs, from its schema
 
@@ -77,8 +77,9 @@ def test_explain_bad_links_show_errors():
     at = _page("pages/explain.py", {**FAST, "explainers": "saliency,bogus", "saliency.abs": "maybe"})
     assert any("bogus" in e for e in _errors(at))
     assert any("abs='maybe'" in w.value for w in at.warning)
-    at = _page("pages/explain.py", {**FAST, "explainers": "occlusion", "occlusion.window": "40"})
+    at = _page("pages/explain.py", {**FAST, "explainers": "occlusion", "occlusion.window": "40", "samples": "1,999"})
     assert any("window 40 exceeds" in e for e in _errors(at))
+    assert any("outside 0…449: 999" in w.value for w in at.warning)
 
 
 def test_share_link_opens_the_result_in_explain():
