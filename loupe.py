@@ -32,10 +32,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from store.keys import InvalidKey
     from store.runs import RunNotFound, StoreError
     from worker.batch import BatchCancelled, JobFailed
+    from model_registry.uploads import RegistrationError
     from worker.cluster import ClusterError
 
     return (ModelError, DatasetError, ExplainError, ParamError, UnknownExplainer, InvalidKey, RunNotFound,
-            StoreError, JobFailed, BatchCancelled, ClusterError)
+            StoreError, JobFailed, BatchCancelled, ClusterError, RegistrationError)
 
 
 # -- listings ------------------------------------------------------------------------------------
@@ -179,6 +180,36 @@ def explain_batch(
         report = (lambda done, _n, o=offset: progress(o + done, total)) if progress else None
         results.append(explain_cached(req, batch_size=batch_size, progress=report, cancel=cancel))
     return results
+
+
+def stored(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+           params: dict[str, Any] | None = None, target: str | int = "predicted") -> Result | None:
+    """The stored result of this ``explain`` request, or None when it was never run; never computes."""
+    from worker.batch import find_stored
+
+    return find_stored(_request(model, dataset, samples, explainer, params, target))
+
+
+def predict(model: str, dataset: str, samples: str | Sequence[int] | int | None) -> list[dict]:
+    """Per sample: id, label, predicted class and its probability, computed on the worker."""
+    from worker.batch import predict as predict_on_worker
+
+    handle, ds = _model(model), _dataset(dataset)
+    ids = parse_samples(samples, len(ds))
+    probs = predict_on_worker(handle, ds, ids)
+    labels = ds.labels(ids)
+    return [{"sample_id": i, "label": int(labels[k]), "prediction": int(probs[k].argmax()),
+             "confidence": float(probs[k].max())} for k, i in enumerate(ids)]
+
+
+def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+             params: dict[str, Any] | None = None, target: str | int = "predicted"):
+    """The cost preview of an ``explain`` call without running it: samples already stored, the model
+    passes the rest need (``Explainer.passes`` plus prediction and metrics) and the seconds they take
+    at the model's pass time measured on the worker (``worker.batch.Estimate``)."""
+    from worker.batch import estimate as estimate_request
+
+    return estimate_request(_request(model, dataset, samples, explainer, params, target))
 
 
 def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict[str, Any] | None = None,
