@@ -252,6 +252,9 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
 
     A stored run is returned after one lookup; otherwise stored samples are reused, the rest run as
     chunk jobs and are stored as they finish, and the run is recorded last."""
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ExplainError(f"{name} must be an integer ≥ 1, got {value!r}")
     store = store or Store()
     started = time.perf_counter()
     meta = _run_meta(req)
