@@ -102,9 +102,14 @@ def _first_line(err: BaseException) -> str:
 
 
 def writable(path: Path) -> bool:
-    """Whether this process may write ``path`` and create files beside it (DuckDB's WAL)."""
-    folder_ok = os.access(path.parent, os.W_OK | os.X_OK)
-    return folder_ok and (not path.exists() or os.access(path, os.W_OK))
+    """Whether this process may write ``path`` and create files beside it (DuckDB's WAL); for a
+    file not created yet, whether its nearest existing folder admits new files."""
+    if path.exists():
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def check_writable(path: Path) -> None:
@@ -237,8 +242,21 @@ def connection(path: Path, timeout: float = LOCK_TIMEOUT_S, write: bool = True) 
         STATS.max_lock_wait_s = max(STATS.max_lock_wait_s, waited)
         try:
             yield con
-        finally:
+        except BaseException:
             con.close()
+            raise
+        _close_after_commit(path, con)
+
+
+def _close_after_commit(path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    """Close after a successful operation. Closing checkpoints the WAL into the file; when the disk
+    is full that fails, but the committed data is safe in the WAL (DuckDB replays it on the next
+    open), so the operation still succeeded and no error is raised for it."""
+    try:
+        con.close()
+    except duckdb.Error as err:
+        if storage_error(path, err) is None:
+            raise
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

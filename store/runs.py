@@ -304,6 +304,11 @@ class Store:
             yield con
 
     # -- writes --------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise :class:`store.db.StoreReadOnly` when new results could not be saved here (callers
+        check before computing them, so no work is thrown away)."""
+        db.check_writable(self.path)
+
     def put_items(self, meta: Mapping[str, Any], items: Sequence[ItemRecord]) -> None:
         """Store items computed for one request (``meta``: model_id, weights_hash, dataset_id,
         explainer_id, explainer_version, params, optional device; run fields are allowed and
@@ -313,7 +318,7 @@ class Store:
         if not unique:
             return
         created = schema.utc_now()
-        db.check_writable(self.path)  # before any map file is written
+        self.check_writable()  # before any map file is written
         with db.guard(self.path):
             table = _items_table([_item_row(self.root, meta, rec, created) for rec in unique])
 

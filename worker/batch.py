@@ -265,6 +265,7 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
         return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
     except RunNotFound:
         pass
+    store.check_writable()  # before any work whose result could not be saved
     keys = dict(zip(req.sample_ids, req.item_keys()))
     found = store.lookup(list(keys.values()))
     missing = [i for i in req.sample_ids if keys[i] not in found]
