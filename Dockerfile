@@ -9,6 +9,7 @@ FROM python:3.11-slim
 ARG TORCH_VARIANT=cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PYTHONPATH=/app \
     LOUPE_HOME=/data/loupe \
     NUMBA_CACHE_DIR=/data/loupe/numba \
     NVIDIA_VISIBLE_DEVICES=all \
