@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NoReturn
 
 import streamlit as st
 
@@ -75,20 +75,22 @@ def _has_auth_section() -> bool:
         return False
 
 
-def _oidc_gate() -> None:
-    if st.user.is_logged_in:
-        st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
-        st.sidebar.button("Log out", on_click=st.logout, key="loupe_logout")
-        return
-    st.title("Loupe")
-    st.info("This Loupe is shared by a lab: log in to continue.")
-    st.button("Log in", on_click=st.login, type="primary", key="loupe_login")
+def _lock(gate: Callable[[], None]) -> NoReturn:
+    """Serve ``gate`` as the app's only page and stop. Registering it through ``st.navigation``
+    matters: a script that stops before ``st.navigation`` makes Streamlit fall back to listing and
+    serving the files in ``pages/`` directly (``/home`` would open past the gate). Here every URL
+    path lands on the gate, and the real pages are not registered until access is granted."""
+    st.navigation([st.Page(gate, title="Loupe", url_path="access", default=True)], position="hidden").run()
     st.stop()
 
 
-def _token_gate(policy: AccessPolicy) -> None:
-    if st.session_state.get(_GRANTED):
-        return
+def _login() -> None:
+    st.title("Loupe")
+    st.info("This Loupe is shared by a lab: log in to continue.")
+    st.button("Log in", on_click=st.login, type="primary", key="loupe_login")
+
+
+def _token_form(policy: AccessPolicy) -> None:
     st.title("Loupe")
     with st.form("loupe_access"):
         given = st.text_input("Access token", type="password", help=f"Ask whoever runs this Loupe ({TOKEN_ENV}).")
@@ -98,17 +100,24 @@ def _token_gate(policy: AccessPolicy) -> None:
             st.session_state[_GRANTED] = True
             st.rerun()
         st.error("That access token is not right.")
-    st.stop()
 
 
 def require_access() -> None:
-    """Stop the script run unless this session may use Loupe; call it first in app.py."""
+    """Return when this session may use Loupe; otherwise serve the login, token or "closed" page
+    in place of every page and stop the run. Call it in app.py before ``st.navigation``."""
     try:
         policy = access_policy(_has_auth_section(), os.environ)
     except AccessConfigError as err:
-        st.error(f"Loupe is closed: {err}")
-        st.stop()
+        message = f"Loupe is closed: {err}"
+
+        def closed() -> None:
+            st.error(message)
+
+        _lock(closed)
     if policy.mode == "oidc":
-        _oidc_gate()
-    elif policy.mode == "token":
-        _token_gate(policy)
+        if not st.user.is_logged_in:
+            _lock(_login)
+        st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
+        st.sidebar.button("Log out", on_click=st.logout, key="loupe_logout")
+    elif policy.mode == "token" and not st.session_state.get(_GRANTED):
+        _lock(lambda: _token_form(policy))
