@@ -71,17 +71,17 @@ async def _open_sessions(url: str, runs: list[tuple[str, str]]) -> list[tuple[fl
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         warm = await browser.new_page()  # the first script run imports pandas/plotly, as in a running app
-        await warm.goto(f"{url}/?run={runs[0][0]}", wait_until="commit", timeout=120_000)
-        await warm.locator(".js-plotly-plot").nth(3).wait_for(timeout=120_000)
+        await warm.goto(f"{url}/?run={runs[0][0]}", wait_until="commit", timeout=300_000)
+        await warm.locator(".js-plotly-plot").nth(3).wait_for(timeout=300_000)
         await warm.close()
 
         async def one(key: str, title: str) -> tuple[float, str, bool]:
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
             page = await context.new_page()
             started = time.monotonic()
-            await page.goto(f"{url}/?run={key}", wait_until="commit", timeout=120_000)
-            await page.get_by_text(key).first.wait_for(timeout=120_000)
-            await page.locator(".js-plotly-plot").nth(3).wait_for(timeout=120_000)
+            await page.goto(f"{url}/?run={key}", wait_until="commit", timeout=300_000)
+            await page.get_by_text(key).first.wait_for(timeout=300_000)
+            await page.locator(".js-plotly-plot").nth(3).wait_for(timeout=300_000)
             seconds = time.monotonic() - started
             shown = await page.locator("h3").first.inner_text()
             charts = await page.locator(".js-plotly-plot").count()
