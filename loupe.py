@@ -23,7 +23,7 @@ import numpy as np
 
 from data.base import Dataset, DatasetError
 from explainers.base import ParamError, Result
-from explainers.registry import UnknownExplainer, all_explainers, get_explainer
+from explainers.registry import UnknownExplainer, all_analyses, all_explainers, get_explainer
 from explainers.runner import ExplainError
 from model_registry.base import ModelError, ModelHandle
 
@@ -56,7 +56,9 @@ def datasets() -> list[dict]:
 
 
 def explainers() -> list[dict]:
-    """Every registered explainer: id, title, paper, modalities, capabilities and its params schema."""
+    """Every registered explainer and analysis: id, title, paper, modalities, capabilities, output
+    kind ("attribution" for per-sample maps; "rules", "pathways", "embedding" … for analyses) and
+    its params schema."""
     return [
         {
             "id": e.spec.id,
@@ -67,11 +69,12 @@ def explainers() -> list[dict]:
             "needs_layer": e.spec.needs_layer,
             "class_agnostic": e.spec.class_agnostic,
             "stochastic": e.spec.stochastic,
+            "output": e.spec.output,
             "version": e.spec.version,
             "description": e.spec.description,
             "params": [{k: v for k, v in f.items() if v is not None} for f in e.Params.schema()],
         }
-        for e in all_explainers().values()
+        for e in [*all_explainers().values(), *all_analyses().values()]
     ]
 
 
@@ -190,6 +193,36 @@ def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict
     return run_check(_request(model, dataset, samples, explainer, params, target), seed)
 
 
+def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] | None = None):
+    """Run a registered analysis (an entry of ``explainers()`` whose output is not "attribution")
+    on ``model`` over ``dataset``: served from the store when an identical request is stored,
+    otherwise computed on the Dask cluster and stored. Returns a ``store.artifacts.Artifact``
+    (``info``, ``arrays``, ``meta``, ``key``, ``link``, ``cached``)."""
+    from worker.analyses import run_analysis
+
+    return run_analysis(analysis_id, _model(model), _dataset(dataset), params)
+
+
+def artifact(key: str):
+    """The stored analysis result with this key (as its share link carries it)."""
+    from dataclasses import replace
+
+    from store.links import parse_run_param, run_link
+    from store.runs import Store
+
+    key = parse_run_param(key)
+    return replace(Store().get_artifact(key), link=run_link(key), cached=True)
+
+
+def kind_of(key: str) -> str:
+    """What a share link names: "attribution" (open with :func:`run`) or an analysis kind (open
+    with :func:`artifact`); InvalidKey / RunNotFound else."""
+    from store.links import parse_run_param
+    from store.runs import Store
+
+    return Store().kind_of(parse_run_param(key))
+
+
 # -- stored runs ---------------------------------------------------------------------------------
 def run(key: str) -> Result:
     """The stored run with this key (as a share link carries it); InvalidKey / RunNotFound else."""
@@ -213,12 +246,12 @@ def runs(model: str | None = None, dataset: str | None = None, explainer: str | 
 
 
 def link(key: str) -> str:
-    """The permanent URL of a stored run (``LOUPE_BASE_URL`` + ``/?run=<key>``)."""
+    """The permanent URL of a stored run or analysis result (``LOUPE_BASE_URL`` + ``/?run=<key>``)."""
     from store.links import parse_run_param, run_link
     from store.runs import Store
 
     key = parse_run_param(key)
-    Store().get_run(key)
+    Store().kind_of(key)
     return run_link(key)
 
 

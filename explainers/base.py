@@ -164,6 +164,17 @@ class Result:
     """True when every sample came from the store and no model pass ran."""
 
 
+def _unsupported(spec: Spec, model: ModelHandle) -> str | None:
+    """Why a method with ``spec`` cannot run on ``model`` (None when it can)."""
+    if model.task not in spec.modalities:
+        return f"{spec.id} works on {'/'.join(spec.modalities)} models, not {model.task}"
+    if spec.needs_gradients and not isinstance(model.module, torch.nn.Module):
+        return f"{spec.id} needs gradients; {model.id} is a black box"
+    if spec.needs_layer and not (model.hookable and model.gradcam_layer):
+        return f"{spec.id} needs a hookable convolution layer; {model.id} exposes none"
+    return None
+
+
 class Explainer(ABC):
     """Base class: subclasses set ``spec`` and ``Params`` and implement :meth:`explain`."""
 
@@ -172,13 +183,7 @@ class Explainer(ABC):
 
     def unsupported_reason(self, model: ModelHandle) -> str | None:
         """Why this explainer cannot run on ``model`` (None when it can)."""
-        if model.task not in self.spec.modalities:
-            return f"{self.spec.id} works on {'/'.join(self.spec.modalities)} models, not {model.task}"
-        if self.spec.needs_gradients and not isinstance(model.module, torch.nn.Module):
-            return f"{self.spec.id} needs gradients; {model.id} is a black box"
-        if self.spec.needs_layer and not (model.hookable and model.gradcam_layer):
-            return f"{self.spec.id} needs a hookable convolution layer; {model.id} exposes none"
-        return None
+        return _unsupported(self.spec, model)
 
     @abstractmethod
     def explain(
@@ -190,3 +195,41 @@ class Explainer(ABC):
         background: torch.Tensor | None = None,
     ) -> Result:
         """Explain ``x`` (on the model's device) for class indices ``target`` (B,)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What an analysis reads, gathered by the submitting process: the dataset positions it covers
+    (for display and links) and the plain arrays/values its worker-side :meth:`Analysis.compute`
+    needs. The store keys the artifact by a digest of ``inputs``, so two requests that read the same
+    data share one result."""
+
+    sample_ids: list[int]
+    inputs: dict[str, Any]
+
+
+class Analysis(ABC):
+    """A method whose result is one artifact over a dataset slice rather than one map per sample:
+    rule sets, pathway graphs, embeddings (DESIGN.md, "Result kinds").
+
+    Same conventions as :class:`Explainer` (``spec`` with ``spec.output`` naming the artifact kind,
+    frozen ``Params``, no work in the constructor). The work is split where the data flow splits:
+    :meth:`prepare` runs in the submitting process and only gathers arrays (no model passes);
+    :meth:`compute` runs on a worker, on the model's device, and returns JSON-able ``info`` plus
+    named arrays, which the store keeps as one artifact (``worker.analyses.run_analysis``)."""
+
+    spec: ClassVar[Spec]
+    Params: ClassVar[type[Params]]
+
+    def unsupported_reason(self, model: ModelHandle) -> str | None:
+        """Why this analysis cannot run on ``model`` (None when it can)."""
+        return _unsupported(self.spec, model)
+
+    @abstractmethod
+    def prepare(self, model: ModelHandle, dataset: Any, params: Params) -> Prepared:
+        """The samples and arrays this analysis reads from ``dataset`` (a ``data.base.Dataset``)."""
+
+    @abstractmethod
+    def compute(self, model: ModelHandle, params: Params, inputs: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Run on the worker: ``(info, arrays)``; ``info`` must survive a JSON round trip."""

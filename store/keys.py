@@ -9,6 +9,9 @@ and any change to an input gives a new one.
   the target rule. Caching per item lets overlapping requests reuse each other's work.
 * A *run* is a request over an ordered list of samples. Its key covers the same fields with the
   sample-id list and the content hash of all of them; a share link is this key.
+* An *artifact* is the one result of an analysis (rules, pathways, embedding). Its key covers the
+  kind, model, dataset id, analysis (id + version), params and a digest of the exact arrays the
+  analysis read (:func:`array_digest`).
 
 Keys arrive from URLs and the CLI, so :func:`check_key` validates them (a regex, before any SQL).
 """
@@ -126,3 +129,27 @@ def run_key(
     fields = _request(model_id, weights_hash, dataset_id, explainer_id, explainer_version, params, target)
     ids = [int(i) for i in sample_ids]
     return digest({**fields, "sample_ids": ids, "content_hash": content_hash})
+
+
+def array_digest(values: Mapping[str, Any]) -> str:
+    """SHA-256 over named values: arrays by dtype, shape and bytes, anything else as canonical JSON.
+    Identifies the data an analysis read, whatever dataset or slice it came from."""
+    h = hashlib.sha256()
+    for name in sorted(values):
+        value = values[name]
+        h.update(name.encode() + b"\0")
+        if isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value)
+            h.update(f"{array.dtype.str}{array.shape}".encode())
+            h.update(memoryview(array).cast("B"))
+        else:
+            h.update(canonical_json(value).encode())
+    return h.hexdigest()
+
+
+def artifact_key(*, kind: str, model_id: str, weights_hash: str, dataset_id: str, analysis_id: str,
+                 analysis_version: str, params: Mapping[str, Any], inputs_hash: str) -> str:
+    """Key of an analysis result (see the module docstring)."""
+    return digest({"kind": kind, "model_id": model_id, "weights_hash": weights_hash, "dataset_id": dataset_id,
+                   "analysis_id": analysis_id, "analysis_version": analysis_version, "params": dict(params),
+                   "inputs_hash": inputs_hash})

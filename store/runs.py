@@ -31,6 +31,7 @@ import duckdb
 import numpy as np
 
 from store import db, schema
+from store.artifacts import ArtifactStore
 from store.keys import canonical_json, check_key, check_target, run_key
 from store.paths import loupe_home
 
@@ -282,7 +283,7 @@ def _where(filters: Mapping[str, str | None], alias: str) -> tuple[str, list[Any
 
 
 # -- the store ---------------------------------------------------------------------------------
-class Store:
+class Store(ArtifactStore):
     """The DuckDB file (default ``$LOUPE_HOME/loupe.duckdb``) and the maps folder beside it.
 
     The constructor only resolves paths (for the default, ``loupe_home()`` creates LOUPE_HOME); every

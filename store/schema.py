@@ -96,7 +96,31 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = Migration(
+    2,
+    "artifacts: one stored result per analysis request (rules, pathways, embeddings)",
+    (
+        """CREATE TABLE artifacts (
+            key VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            model_id VARCHAR NOT NULL,
+            weights_hash VARCHAR NOT NULL,
+            dataset_id VARCHAR NOT NULL,
+            analysis_id VARCHAR NOT NULL,
+            analysis_version VARCHAR NOT NULL,
+            params VARCHAR NOT NULL,
+            inputs_hash VARCHAR NOT NULL,
+            n_samples INTEGER NOT NULL,
+            created TIMESTAMP NOT NULL,
+            seconds DOUBLE,
+            device VARCHAR,
+            versions VARCHAR NOT NULL,
+            path VARCHAR NOT NULL
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Every migration, oldest first; versions are 1, 2, … without gaps."""
 
 RUN_COLUMNS = (
@@ -110,6 +134,11 @@ ITEM_COLUMNS = (
 )
 RUN_JSON_COLUMNS = ("sample_ids", "params", "target", "versions")
 """Run columns that hold canonical JSON text."""
+ARTIFACT_COLUMNS = (
+    "key", "kind", "model_id", "weights_hash", "dataset_id", "analysis_id", "analysis_version", "params",
+    "inputs_hash", "n_samples", "created", "seconds", "device", "versions", "path",
+)
+ARTIFACT_JSON_COLUMNS = ("params", "versions")
 
 
 def utc_now() -> datetime:

@@ -249,4 +249,4 @@ def test_cli_export_and_link(tmp_path):
     link = cli("link", "--run", res.key)
     assert link.returncode == 0 and link.stdout.strip() == res.link
     missing = cli("link", "--run", "0" * 64)
-    assert missing.returncode == 2 and "no stored run" in missing.stderr
+    assert missing.returncode == 2 and "no stored result" in missing.stderr

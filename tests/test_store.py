@@ -270,7 +270,8 @@ def test_list_runs_filters_and_orders_newest_first(store: Store):
 
 
 # -- migrations --------------------------------------------------------------------------------
-_V2 = schema.Migration(2, "rules (a later kind)", ("CREATE TABLE rules (run_key VARCHAR, rule VARCHAR)",))
+_N = len(schema.MIGRATIONS)
+_NEXT = schema.Migration(_N + 1, "a later kind", ("CREATE TABLE later (run_key VARCHAR, rule VARCHAR)",))
 
 
 def _version_rows(path: Path) -> list[int]:
@@ -282,31 +283,35 @@ def _version_rows(path: Path) -> list[int]:
 
 
 def test_a_version_1_file_is_migrated_in_place(store: Store, monkeypatch: pytest.MonkeyPatch):
+    current = schema.MIGRATIONS
+    monkeypatch.setattr(schema, "MIGRATIONS", current[:1])
     key, items = _put(store, META, [0, 1])
     assert _version_rows(store.path) == [1]
-    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS[:1], _V2))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*current, _NEXT))
     assert [r["key"] for r in Store(store.path).list_runs()] == [key]
     Store(store.path).list_runs()  # a second open applies nothing twice
-    assert _version_rows(store.path) == [1, 2]
+    assert _version_rows(store.path) == list(range(1, _N + 2))
     con = duckdb.connect(str(store.path))
     try:
-        assert con.execute("SELECT count(*) FROM rules").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM later").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM artifacts").fetchone() == (0,)  # v2 arrived too
     finally:
         con.close()
     assert Store(store.path).lookup([items[1].item_key])[items[1].item_key].sample_id == 1
 
 
 def test_a_newer_file_is_refused(store: Store, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS[:1], _V2))
+    current = schema.MIGRATIONS
+    monkeypatch.setattr(schema, "MIGRATIONS", (*current, _NEXT))
     store.list_runs()
-    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-    with pytest.raises(schema.SchemaError, match="schema version 2.*written by a newer Loupe"):
+    monkeypatch.setattr(schema, "MIGRATIONS", current)
+    with pytest.raises(schema.SchemaError, match=f"schema version {_N + 1}.*written by a newer Loupe"):
         store.list_runs()
 
 
 def test_migrations_must_be_numbered_in_order(store: Store, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(schema, "MIGRATIONS", (_V2,))
-    with pytest.raises(schema.SchemaError, match=r"numbered 1..n in order, got \[2\]"):
+    monkeypatch.setattr(schema, "MIGRATIONS", (_NEXT,))
+    with pytest.raises(schema.SchemaError, match=rf"numbered 1..n in order, got \[{_N + 1}\]"):
         store.list_runs()
 
 

@@ -155,10 +155,9 @@ def _in_process(model: ModelHandle) -> bool:
 
 
 def _run_local(job: Job, model: ModelHandle) -> tuple[Result, int]:
-    from worker import jobs
+    from worker.jobs import remember
 
-    with jobs._MODELS_LOCK:  # noqa: SLF001 - seed the per-process cache with the live handle
-        jobs._MODELS[(model.id, model.weights_hash)] = model  # noqa: SLF001
+    remember(model)
     return run_job(job)
 
 
@@ -172,22 +171,25 @@ def _ship_model_file(client, ref: ModelRef):
     return client.scatter(ref.entry.path.read_bytes(), hash=True, broadcast=False)
 
 
-def _failure(err: BaseException, job: Job) -> BaseException:
-    """A clear message for a failed job: user errors pass through unchanged; a dead worker or any
-    other exception becomes JobFailed naming the samples, explainer and model."""
+def failure(err: BaseException, where: str, retry: str) -> BaseException:
+    """A clear message for a failed task running ``where``: user errors pass through unchanged; a
+    dead worker or any other exception becomes JobFailed, ending with the ``retry`` advice."""
     from distributed import KilledWorker
 
     from data.base import DatasetError
     from explainers.base import ParamError
     from model_registry.base import ModelError
 
-    where = f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
     if isinstance(err, KilledWorker):
-        return JobFailed(f"the worker running {where} died (out of memory or killed); finished chunks are "
-                         "stored, run the same request again to resume")
+        return JobFailed(f"the worker running {where} died (out of memory or killed); {retry}")
     if isinstance(err, (ModelError, DatasetError, ExplainError, ParamError)):
         return err
     return JobFailed(f"the job for {where} failed: {type(err).__name__}: {err}")
+
+
+def _failure(err: BaseException, job: Job) -> BaseException:
+    where = f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
+    return failure(err, where, "finished chunks are stored, run the same request again to resume")
 
 
 def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: Store, batch_size: int,

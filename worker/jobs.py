@@ -84,6 +84,12 @@ def load_model_on_worker(ref: ModelRef, file_bytes: bytes | None = None) -> Mode
         return _MODELS[key]
 
 
+def remember(model: ModelHandle) -> None:
+    """Seed this process's model cache with a live handle (session models, run in-process)."""
+    with _MODELS_LOCK:
+        _MODELS[(model.id, model.weights_hash)] = model
+
+
 def _local_copy(file_bytes: bytes, suffix: str) -> Path:
     """Write shipped model bytes once into this worker's cache, named by their hash."""
     from store.paths import loupe_home
@@ -116,7 +122,7 @@ def _load(ref: ModelRef, file_bytes: bytes | None) -> ModelHandle:
     return handle
 
 
-def _use_all_cores() -> None:
+def use_all_cores() -> None:
     """Give torch every core in the thread that runs the task. The nanny starts workers with
     OMP_NUM_THREADS=1 and OpenMP keeps its thread count per calling thread, so setting it in the
     preload (another thread) is not enough: measured on 2 cores, a conv ran 1.6× and a matmul 2×
@@ -131,7 +137,7 @@ def run_job(job: Job, file_bytes: bytes | None = None) -> tuple[Result, int]:
     model file, shipped by the submitter when the worker may not see it."""
     from explainers.runner import explain_samples
 
-    _use_all_cores()
+    use_all_cores()
     model = load_model_on_worker(job.model, file_bytes)
     n = len(job.sample_ids)
     dataset = Dataset(
