@@ -390,7 +390,7 @@ def test_cli_prints_one_line_and_exits_2(name: str, capsys: pytest.CaptureFixtur
 def test_cli_link_with_a_bad_key(key: str, capsys: pytest.CaptureFixture) -> None:
     assert loupe.main(["link", "--run", key]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and ("is not a run key" in err or "no stored run" in err)
+    assert err.count("\n") == 1 and ("is not a run key" in err or "no stored result" in err)
 
 
 # -- the app on a bad share link: "Run not found", and the same session then opens a good one ------
