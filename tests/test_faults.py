@@ -222,28 +222,24 @@ def test_full_disk_is_a_clear_error_and_a_rerun_resumes_when_space_is_back(tmp_p
 
 
 # -- the scheduler ----------------------------------------------------------------------------------
-def test_malformed_scheduler_address_is_a_clear_error_even_with_fallback(monkeypatch, capsys):
+def test_scheduler_address_malformed_unreachable_and_the_allowed_fallback(monkeypatch, capsys):
+    """A malformed LOUPE_SCHEDULER is an error even with the fallback allowed; an unreachable one is
+    an error without LOUPE_ALLOW_EMBEDDED_FALLBACK (tests/test_worker.py checks the CLI message),
+    and with it a warning and the work runs on the embedded cluster (left running for later tests)."""
     cluster.shutdown()
-    monkeypatch.setenv("LOUPE_SCHEDULER", "gpu-box")
-    monkeypatch.setenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", "1")
     try:
+        monkeypatch.setenv("LOUPE_SCHEDULER", "gpu-box")
+        monkeypatch.setenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", "1")
         code = loupe.main(["explain", "--model", "breast_cancer_mlp", "--dataset", "breast_cancer",
                            "--samples", "100:102", "--explainer", "saliency"])
-    finally:
-        cluster.shutdown()
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
-    assert "error: LOUPE_SCHEDULER='gpu-box' is not a Dask scheduler address" in err and "tcp://HOST:8786" in err
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1
+        assert "error: LOUPE_SCHEDULER='gpu-box' is not a Dask scheduler address" in err and "tcp://HOST:8786" in err
 
-
-def test_unreachable_scheduler_falls_back_only_when_allowed(monkeypatch):
-    """Refused without LOUPE_ALLOW_EMBEDDED_FALLBACK (tests/test_worker.py checks the message);
-    with it, a warning and the work runs on the embedded cluster."""
-    cluster.shutdown()
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    monkeypatch.setenv("LOUPE_SCHEDULER", address)
-    monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
-    try:
+        address = f"tcp://127.0.0.1:{_free_port()}"
+        monkeypatch.setenv("LOUPE_SCHEDULER", address)
+        monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
+        monkeypatch.delenv("LOUPE_ALLOW_EMBEDDED_FALLBACK")
         with pytest.raises(cluster.ClusterError, match=f"cannot reach the Dask scheduler at {address}"):
             cluster.get_client()
         monkeypatch.setenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", "1")
@@ -251,5 +247,6 @@ def test_unreachable_scheduler_falls_back_only_when_allowed(monkeypatch):
             res = loupe.explain("breast_cancer_mlp", "breast_cancer", "110:112", "saliency")
         assert res.provenance["computed"] == 2 and np.isfinite(res.attributions).all()
         assert cluster.get_client().scheduler.address != address
-    finally:
+    except BaseException:
         cluster.shutdown()
+        raise
