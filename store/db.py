@@ -242,21 +242,8 @@ def connection(path: Path, timeout: float = LOCK_TIMEOUT_S, write: bool = True) 
         STATS.max_lock_wait_s = max(STATS.max_lock_wait_s, waited)
         try:
             yield con
-        except BaseException:
-            con.close()
-            raise
-        _close_after_commit(path, con)
-
-
-def _close_after_commit(path: Path, con: duckdb.DuckDBPyConnection) -> None:
-    """Close after a successful operation. Closing checkpoints the WAL into the file; when the disk
-    is full that fails, but the committed data is safe in the WAL (DuckDB replays it on the next
-    open), so the operation still succeeded and no error is raised for it."""
-    try:
-        con.close()
-    except duckdb.Error as err:
-        if storage_error(path, err) is None:
-            raise
+        finally:
+            con.close()  # a checkpoint that fails here for lack of space leaves the commit in the WAL
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
