@@ -29,14 +29,16 @@ from model_registry.base import ModelError, ModelHandle
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user: the CLI prints them without a traceback."""
+    from model_registry.uploads import RegistrationError
+    from store.db import StoreUnavailable
     from store.keys import InvalidKey
     from store.runs import RunNotFound, StoreError
+    from store.schema import SchemaError
     from worker.batch import BatchCancelled, JobFailed
-    from model_registry.uploads import RegistrationError
     from worker.cluster import ClusterError
 
     return (ModelError, DatasetError, ExplainError, ParamError, UnknownExplainer, InvalidKey, RunNotFound,
-            StoreError, JobFailed, BatchCancelled, ClusterError, RegistrationError)
+            StoreError, StoreUnavailable, SchemaError, JobFailed, BatchCancelled, ClusterError, RegistrationError)
 
 
 # -- listings ------------------------------------------------------------------------------------

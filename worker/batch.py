@@ -265,6 +265,9 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
 
     A stored run is returned after one lookup; otherwise stored samples are reused, the rest run as
     chunk jobs and are stored as they finish, and the run is recorded last."""
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ExplainError(f"{name} must be an integer ≥ 1, got {value!r}")
     store = store or Store()
     started = time.perf_counter()
     meta = _run_meta(req)
@@ -275,6 +278,7 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
         return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
     except RunNotFound:
         pass
+    store.check_writable()  # before any work whose result could not be saved
     keys = dict(zip(req.sample_ids, req.item_keys()))
     found = store.lookup(list(keys.values()))
     missing = [i for i in req.sample_ids if keys[i] not in found]
