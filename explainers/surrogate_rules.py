@@ -5,7 +5,7 @@ Machine Learning Models for High Dimensional Datasets", DSAA 2023, arXiv 2208.13
 1. **Probe** the black box f for global importance with several methods, each explaining f's own
    predicted class on an explain set of held-out rows (§3C): Integrated Gradients (Captum, baseline
    = training median, so scores are in output units whatever the feature scales) and SHAP's
-   GradientExplainer for differentiable models; SHAP's permutation explainer for black boxes
+   GradientExplainer for differentiable models; SHAP's KernelExplainer for black boxes
    without gradients; and scikit-learn's permutation importance with y = f's own labels (the drop in
    agreement with f: model reliance). **Prescreen rule:** when the table has more than
    ``candidates`` features, the perturbation methods score only the ``candidates`` features ranked
@@ -138,17 +138,20 @@ class _Embedded:
         return self.predict_proba(xc).argmax(1)
 
 
-def _permutation_shap(proba: Callable, x: np.ndarray, target: np.ndarray, background: np.ndarray,
-                      cols: np.ndarray, median: np.ndarray) -> np.ndarray:
-    """Mean |SHAP| per candidate feature from shap's permutation explainer (one antithetic
-    permutation: 2|C| + 1 evaluations per row), other features held at the training median."""
+def _kernel_shap(proba: Callable, x: np.ndarray, target: np.ndarray, background: np.ndarray,
+                 cols: np.ndarray, median: np.ndarray, seed: int) -> np.ndarray:
+    """Mean |SHAP| per candidate feature from shap's KernelExplainer (Lundberg & Lee 2017) with
+    2|C| + 256 coalitions per row and 8 background rows, other features held at the training
+    median. Kernel rather than shap's permutation explainer: the latter JIT-compiles with numba
+    for ~15 s in every new worker process."""
     import shap
 
     embedded = _Embedded(proba, median.astype(np.float32), cols)
-    explainer = shap.PermutationExplainer(embedded.predict_proba, shap.maskers.Independent(background[:, cols]))
-    out = explainer(x[:, cols], max_evals=2 * len(cols) + 1, silent=True)
-    values = np.asarray(out.values).reshape(len(x), len(cols), -1)
-    return np.abs(values[np.arange(len(x)), :, target]).mean(0)
+    explainer = shap.KernelExplainer(embedded.predict_proba, background[:, cols])
+    np.random.seed(seed)  # KernelExplainer samples coalitions with np.random
+    values = explainer.shap_values(x[:, cols], nsamples=2 * len(cols) + 256, l1_reg=False, silent=True)
+    values = np.stack(values, axis=-1) if isinstance(values, list) else np.asarray(values)
+    return np.abs(values.reshape(len(x), len(cols), -1)[np.arange(len(x)), :, target]).mean(0)
 
 
 def _permutation_importance(proba: Callable, x: np.ndarray, f_labels: np.ndarray, cols: np.ndarray,
@@ -218,9 +221,10 @@ def probe_importance(model: ModelHandle, proba: Callable, data: "_Data", params:
                 f"{params.candidates} by the impurity importance of an ExtraTrees mimic of the black box")
     if not model.differentiable:
         values = np.full(d, np.nan)
-        values[cols] = _permutation_shap(proba, x[shap_rows], target[shap_rows], background[:16], cols, data.median)
-        scores["shap_permutation"] = values
-        clock.lap("shap_permutation")
+        values[cols] = _kernel_shap(proba, x[shap_rows], target[shap_rows], background[:8], cols, data.median,
+                                    params.seed)
+        scores["shap_kernel"] = values
+        clock.lap("shap_kernel")
     values = np.full(d, np.nan)
     values[cols] = _permutation_importance(proba, x, target, cols, params.seed)
     scores["permutation"] = values
@@ -237,11 +241,11 @@ def _tree(params: SurrogateParams, n_rows: int):
 
 
 def fidelity_curve(data: "_Data", order: np.ndarray, params: SurrogateParams) -> tuple[np.ndarray, np.ndarray]:
-    """Validation fidelity of the surrogate on the top-k columns for each k of the grid (and the
-    user's k): ``(ks, fidelities)``."""
+    """Validation fidelity of the surrogate on the top-k columns for each k of the grid, all
+    features when there are fewer than its largest k, and the user's k: ``(ks, fidelities)``."""
     d = len(order)
-    grid = {k for k in K_GRID if k <= d} | ({min(params.k, d)} if params.k else set())
-    ks = sorted(grid or {d})
+    grid = {k for k in K_GRID if k <= d} | {min(d, K_GRID[-1])} | ({min(params.k, d)} if params.k else set())
+    ks = sorted(grid)
     fids = []
     for k in ks:
         cols = order[:k]

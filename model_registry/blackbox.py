@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from model_registry.base import ModelError, ModelHandle, PredictProbaModule
+from model_registry.base import ModelError, ModelHandle, PredictProbaModule, weights_hash
 from model_registry.manifest import ModelEntry
 
 
@@ -37,7 +37,7 @@ def sklearn_model(model_id: str, estimator: object, classes: Sequence[str], n_fe
     digest = hashlib.sha256(pickle.dumps(estimator)).hexdigest()
     module = PredictProbaModule(estimator, digest).eval()
     return ModelHandle(id=model_id, module=module, task="tabular", input_shape=(int(n_features),),
-                       classes=list(classes), dataset=dataset, weights_hash="", hookable=False,
+                       classes=list(classes), dataset=dataset, weights_hash=weights_hash(module), hookable=False,
                        source="session", meta={"kind": "sklearn", "estimator": type(estimator).__name__})
 
 
