@@ -5,6 +5,7 @@ st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wi
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/rules.py", title="Rules", icon=":material/account_tree:", url_path="rules"),
 ]
 
 st.navigation(PAGES).run()

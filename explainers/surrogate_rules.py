@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from data.base import DatasetError
 from explainers.base import Analysis, Params, Prepared, Spec, param
 from model_registry.base import ModelHandle
 
@@ -461,6 +462,9 @@ class SurrogateRules(Analysis):
         """The training split fits (train/val), the evaluation split is reported on. A dataset
         without a training split gives a seeded 70 % of its rows to fitting; the rest are the
         reported samples."""
+        if tuple(dataset.input_shape) != tuple(model.input_shape):
+            raise DatasetError(f"model {model.id!r} takes {list(model.input_shape)} features but dataset "
+                               f"{dataset.id!r} has rows of shape {list(dataset.input_shape)}")
         names = dataset.feature_names or [f"x{j}" for j in range(dataset.input_shape[0])]
         if dataset.train is not None:
             ids = dataset.ids
