@@ -81,12 +81,12 @@ if shown is None:
 meta, m = shown.artifact.meta, shown.metrics
 st.subheader(f"{meta['model_id']} on {meta['dataset_id']}: {m['n_leaves']} rules over the top {shown.k} features")
 cols = st.columns(6)
-cols[0].metric("fidelity (held-out)", f"{m['fidelity']:.3f}", help="share of held-out rows where the rules and the model agree")
-cols[1].metric("macro-F1 vs model", f"{m['macro_f1']:.3f}")
-cols[2].metric("accuracy vs truth", f"{m['accuracy']:.3f}", help=f"the model itself: {m['blackbox_accuracy']:.3f}")
-cols[3].metric("probability R²", f"{m['proba_r2']:.3f}")
+cols[0].metric("fidelity", f"{m['fidelity']:.3f}", help="share of held-out rows where the rules and the model agree")
+cols[1].metric("macro-F1", f"{m['macro_f1']:.3f}", help="of the surrogate against the model's labels (held-out)")
+cols[2].metric("accuracy", f"{m['accuracy']:.3f}", help=f"of the surrogate against the true labels; the model itself: {m['blackbox_accuracy']:.3f}")
+cols[3].metric("prob. R²", f"{m['proba_r2']:.3f}")
 cols[4].metric("k", shown.k, help=f"chosen by {'you' if shown.info['k_source'] == 'user' else 'the fidelity curve'}")
-cols[5].metric("counterfactuals valid", f"{m['counterfactual_validity']:.0%}",
+cols[5].metric("CF valid", f"{m['counterfactual_validity']:.0%}",
                help="share of held-out samples whose counterfactual the model itself assigns to the new class")
 st.caption(f"Prescreen: {shown.info['prescreen']}. {shown.info['n_train']} rows fit the surrogate, "
            f"{shown.info['n_val']} choose k, {shown.info['n_test']} are reported. Link: {shown.link}")
@@ -103,6 +103,7 @@ with right:
         "coverage": st.column_config.ProgressColumn("coverage", format="%.3f", min_value=0.0, max_value=1.0),
         "precision": st.column_config.ProgressColumn("precision", format="%.3f", min_value=0.0, max_value=1.0,
                                                      help="share of covered rows the model assigns to the rule's class"),
+        "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f", help="share of covered rows whose true label is the rule's class"),
         "rule": st.column_config.TextColumn("rule", width="large")})
     st.download_button("Download rules CSV", rules_frame(shown.rules).to_csv(index=False).encode(),
                        file_name=f"rules-{shown.key[:12]}.csv", mime="text/csv")

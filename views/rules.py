@@ -23,6 +23,7 @@ def fidelity_curve_figure(curve: dict[int, float], chosen_k: int) -> go.Figure:
     fig.update_layout(xaxis_title="k (top features the surrogate may use)", yaxis_title="fidelity (held-out)",
                       height=300, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"orientation": "h", "y": -0.3})
     fig.update_xaxes(type="log" if max(ks) / max(min(ks), 1) > 20 else "linear")
+    fig.update_yaxes(range=[max(0.0, min(fids) - 0.05), 1.005])
     return fig
 
 
