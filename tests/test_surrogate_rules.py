@@ -17,7 +17,7 @@ from torch import nn
 import loupe
 from data.base import Dataset, Split
 from explainers.runner import ExplainError
-from explainers.surrogate_rules import RulesResult, SurrogateRules, combine, leaf_intervals
+from explainers.surrogate_rules import RulesResult, combine
 from model_registry.base import ModelHandle, weights_hash
 from model_registry.blackbox import sklearn_model
 from worker.analyses import run_analysis
@@ -275,6 +275,23 @@ def test_black_boxes_refuse_gradient_explainers_and_need_trust(boosted, tmp_path
     manifest.write_text(f'[[model]]\nid = "g"\nkind = "sklearn"\npath = "{tmp_path / "m.joblib"}"\n'
                         'task = "tabular"\ninput_shape = [30]\nclasses = ["a", "b"]\n')
     assert "set trust = true" in str(read_manifest(manifest).errors[0])
+
+
+def test_a_wide_black_box_is_prescreened_by_a_tree_mimic_and_its_stump_recovered(table):
+    """A scikit-learn stump on c5 (no gradients) with candidates < features: the ExtraTrees mimic
+    prescreens, Kernel SHAP and permutation score only the candidates, and the rule is the stump's."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    stump = DecisionTreeClassifier(max_depth=1).fit(table.train.x, (table.train.x[:, 5] > THRESHOLD).astype(int))
+    res = RulesResult(run_analysis("surrogate_rules", sklearn_model("toy_stump", stump, ["no", "yes"], N_FEATURES),
+                                   table, {"candidates": 10, "n_explain": 128, "n_shap": 16}))
+    assert "12 features > 10" in res.info["prescreen"] and "ExtraTrees" in res.info["prescreen"]
+    assert res.info["methods"] == ["shap_kernel", "permutation"] and res.top_features[0] == "c5"
+    for method in res.info["methods"]:
+        assert np.isnan(res.artifact.arrays[f"importance__{method}"]).sum() == 2
+    assert res.fidelity == 1.0 and len(res.rules) == 2
+    assert res.tree["threshold"][0] == pytest.approx(stump.tree_.threshold[0], abs=1e-6)
+    assert res.metrics["counterfactual_validity"] == 1.0
 
 
 # -- the 5,000-feature table ---------------------------------------------------------------------------
