@@ -77,3 +77,25 @@ def test_a_model_and_dataset_that_do_not_fit_show_a_clear_error():
     at = _page({"model": "breast_cancer_mlp", "dataset": "highdim"})
     at.button(key="rules-run").click().run()
     assert not at.exception and "takes [30] features but dataset 'highdim'" in at.error[0].value
+
+
+def test_views_draw_the_tree_and_the_curve_from_stored_arrays():
+    import numpy as np
+
+    from views.rules import _layout, fidelity_curve_figure, rules_frame, tree_figure
+
+    # root 0 -> (1, 2); 2 -> (3, 4): leaves 1, 3, 4 at x = 0, 1, 2; node 2 over its children; root over 0 and 1.5
+    left, right = np.array([1, -1, 3, -1, -1]), np.array([2, -1, 4, -1, -1])
+    x, y = _layout(left, right)
+    assert x.tolist() == [0.75, 0.0, 1.5, 1.0, 2.0] and y.tolist() == [0, -1, -1, -2, -2]
+    tree = {"left": left, "right": right, "feature": np.array([1, -1, 0, -1, -1]),
+            "threshold": np.array([0.5, -2, 1.25, -2, -2]), "samples": np.array([10, 4, 6, 3, 3]),
+            "class": np.array([1, 0, 1, 1, 0]), "rule": np.array([-1, 0, -1, 1, 2])}
+    fig = tree_figure(tree, ["a", "b"], ["no", "yes"])
+    texts = [t for trace in fig.data[1:] for t in trace.text]
+    assert sorted(texts) == ["R1: no", "R2: yes", "R3: no", "a <= 1.25", "b <= 0.5"]
+    curve = fidelity_curve_figure({5: 0.9, 10: 0.95, 15: 0.95}, 10)
+    assert list(curve.data[1].x) == [10] and list(curve.data[1].y) == [0.95]
+    frame = rules_frame([{"id": "R1", "rule": "IF a <= 1 THEN no", "class": "no", "support": 3, "coverage": 0.3,
+                          "precision": 1.0, "accuracy": None, "length": 1}])
+    assert list(frame.columns) == ["id", "class", "support", "coverage", "precision", "accuracy", "length", "rule"]
