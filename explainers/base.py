@@ -190,7 +190,7 @@ def _unsupported(spec: Spec, model: ModelHandle) -> str | None:
     """Why a method with ``spec`` cannot run on ``model`` (None when it can)."""
     if model.task not in spec.modalities:
         return f"{spec.id} works on {'/'.join(spec.modalities)} models, not {model.task}"
-    if spec.needs_gradients and not isinstance(model.module, torch.nn.Module):
+    if spec.needs_gradients and not model.differentiable:
         return f"{spec.id} needs gradients; {model.id} is a black box"
     if spec.needs_layer and not (model.hookable and model.gradcam_layer):
         return f"{spec.id} needs a hookable convolution layer; {model.id} exposes none"

@@ -32,6 +32,7 @@ def metric_summary(res: Result) -> pd.DataFrame:
 RUN_PAGES = {
     "attribution": "pages/explain.py",
     "embedding": "pages/embeddings.py",
+    "rules": "pages/rules.py",
 }
 """Result kind -> the page that opens a stored result of that kind from its ``?run=<key>`` link."""
 
