@@ -5,6 +5,7 @@ st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wi
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/pathways.py", title="Pathways", icon=":material/account_tree:", url_path="pathways"),
 ]
 
 st.navigation(PAGES).run()

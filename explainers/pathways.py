@@ -505,7 +505,7 @@ class BluffPathways(Analysis):
         info = {"layers": layers, "channels": widths, "classes": list(model.classes), "original": params.original,
                 "target": params.target, "attack": params.attack, "attack_title": ATTACKS[params.attack].title,
                 "unit": ATTACKS[params.attack].unit, "edge_kinds": [t.kind for t in transitions]}
-        arrays = {"strengths": np.asarray(grid, np.float32), "success_rate": success.mean(1).astype(np.float32),
+        arrays = {"strengths": np.asarray(grid, np.float64), "success_rate": success.mean(1).astype(np.float32),
                   "n_used": np.asarray([len(s) for s in sets], np.int64),
                   "original_ids": inputs["original_ids"][keep_o], "target_ids": inputs["target_ids"][keep_t],
                   "node_layer": node_layer_a, "node_channel": node_channel_a,
