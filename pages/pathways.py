@@ -6,8 +6,8 @@ import streamlit as st
 
 import loupe
 from explainers.pathways import ATTACKS, COLUMNS, CRITERIA
-from views.pathways import (COMPARE_NAMES, activation_figure, graph_figure, patch_crops, selected_nodes,
-                            success_figure)
+from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops,
+                            selected_nodes, success_figure)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -59,7 +59,7 @@ def show(res) -> None:
                f"strengths in [0, 1] pixel units ({res.info['unit']})")
     grid = [0.0, *res.strengths.tolist()]
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    strength = c1.select_slider("Attack strength (0 = benign)", grid, value=grid[min(2, len(grid) - 1)],
+    strength = c1.select_slider("Attack strength (0 = benign)", grid, value=default_strength(res),
                                 key="strength", format_func=lambda s: f"{s:g}")
     criterion = c2.selectbox("Highlight the most … by attack", CRITERIA, key="criterion")
     neurons = c3.slider("Neurons: top k% per layer", 5, 100, 20, key="neurons_pct")
@@ -86,7 +86,11 @@ def show(res) -> None:
         event = st.plotly_chart(graph_figure(res, weak if comparing else strength, highlight, visible, pinned,
                                              compare), key="graph", on_select="rerun", selection_mode="points",
                                 width="stretch")
-        clicked = selected_nodes(event)
+        arrays = res.artifact.arrays
+        labels = [f"{res.layers[li]}-{c}" for li, c in zip(arrays["node_layer"], arrays["node_channel"])]
+        chosen = st.selectbox("Channel", range(len(labels)), index=None, format_func=labels.__getitem__,
+                              key="channel", placeholder="click a channel in the graph, or pick it here")
+        clicked = selected_nodes(event) or ([chosen] if chosen is not None else [])
         for node in clicked:
             if node not in pinned:
                 pinned.append(node)
@@ -102,9 +106,8 @@ def show(res) -> None:
         if node is None:
             st.info("Click a channel in the graph to see its activation against strength and its top dataset patches.")
             return
-        layer = res.layers[int(res.artifact.arrays["node_layer"][node])]
-        channel = int(res.artifact.arrays["node_channel"][node])
-        st.markdown(f"**{layer}-{channel}** · column *{COLUMNS[int(res.artifact.arrays['node_column'][node])]}*")
+        layer, channel = res.layers[int(arrays["node_layer"][node])], int(arrays["node_channel"][node])
+        st.markdown(f"**{layer}-{channel}** · column *{COLUMNS[int(arrays['node_column'][node])]}*")
         st.plotly_chart(activation_figure(res, layer, channel, strength), key="curve",
                         config={"displayModeBar": False})
         crops = patch_crops(res, loupe.dataset(res.dataset_id), node)

@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import loupe
-from views.pathways import selected_nodes
+from views.pathways import default_strength, selected_nodes
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SMALL = {"strengths": "0.1,0.3,0.5", "steps": 5, "images": 6, "patch_pool": 24, "patches": 3}  # as test_pathways
@@ -31,7 +31,9 @@ def test_share_link_opens_the_stored_result_and_controls_answer(key: str) -> Non
     at = _page({"run": key})
     assert not at.exception and not at.error
     assert "misclassifies circle into square" in at.subheader[0].value and "from the store" in at.caption[0].value
-    assert at.select_slider(key="strength").value == pytest.approx(0.3)
+    res = loupe.pathways_result(key)
+    assert at.select_slider(key="strength").value == pytest.approx(default_strength(res))
+    assert res.success_rate[res.strengths <= default_strength(res)][-1] >= 0.5
     at.select_slider(key="strength").set_value(0.5).run()
     at.selectbox(key="criterion").set_value("excited").run()
     at.slider(key="neurons_pct").set_value(50).run()
@@ -40,6 +42,11 @@ def test_share_link_opens_the_stored_result_and_controls_answer(key: str) -> Non
     assert not at.exception and any("weaker + stronger" in c.value for c in at.caption)
     at.radio(key="filter").set_value("pinned").run()
     assert not at.exception and at.info  # nothing pinned yet: the detail panel says how to pick a channel
+    at.selectbox(key="channel").set_value(2).run()
+    assert not at.exception and not at.info
+    label = at.selectbox(key="channel").format_func(2)
+    assert any(m.value.startswith(f"**{label}**") for m in at.markdown)
+    assert len(at.get("imgs")) == 1  # the channel's top dataset patches
 
 
 @pytest.mark.parametrize("bad", ["nonsense", "0" * 64])

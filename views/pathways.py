@@ -140,6 +140,13 @@ def success_figure(res: PathwaysResult) -> go.Figure:
     return fig
 
 
+def default_strength(res: PathwaysResult) -> float:
+    """The weakest strength at which at least half the attacks succeed (else the strongest): the
+    first one worth looking at."""
+    good = np.flatnonzero(res.success_rate >= 0.5)
+    return float(res.strengths[good[0]] if len(good) else res.strengths[-1])
+
+
 def selected_nodes(event: Any) -> list[int]:
     """Node indices of a Plotly selection event from ``st.plotly_chart(on_select=...)`` (points of
     the node traces carry their index as customdata; edge traces carry none)."""
