@@ -247,6 +247,39 @@ def rules(model: str, dataset: str, k: int | None = None, max_leaves: int = 16, 
     return RulesResult(analysis("surrogate_rules", model, dataset, chosen))
 
 
+def pathways(model: str, dataset: str, original: str | int, target: str | int, attack: str = "pgd_l2",
+             strengths: str | Sequence[float] | None = None, images: int = 32, **params: Any):
+    """Bluff activation pathways (``bluff_pathways``) of a targeted attack from class ``original`` to
+    ``target`` (names or indices) on ``model`` over ``dataset``: cached like every analysis. Returns
+    an ``explainers.pathways.PathwaysResult`` with ``layers``, ``nodes``, ``edges``, ``success_rate``,
+    ``highlight(criterion, strength, neurons_pct, connections_pct)``, ``key``, ``link``, ``cached``.
+    ``strengths``: the grid (None: the attack's default 10); ``params``: steps, correct_only, top_k …"""
+    from explainers.pathways import PathwaysResult
+
+    classes = _model(model).classes
+    grid = strengths if strengths is None or isinstance(strengths, str) else ",".join(map(str, strengths))
+    chosen = {"original": _class_index(original, classes), "target": _class_index(target, classes),
+              "attack": attack, "strengths": grid or "", "images": images, **params}
+    return PathwaysResult.from_artifact(analysis("bluff_pathways", model, dataset, chosen))
+
+
+def pathways_result(key: str):
+    """The stored pathways result behind a share link (``?run=<key>``)."""
+    from explainers.pathways import PathwaysResult
+
+    return PathwaysResult.from_artifact(artifact(key))
+
+
+def _class_index(name: str | int, classes: Sequence[str]) -> int:
+    """A class given by name or index (as a number or a numeric string)."""
+    if isinstance(name, str) and name in classes:
+        return list(classes).index(name)
+    try:
+        return int(name)
+    except (TypeError, ValueError):
+        raise ParamError(f"unknown class {name!r}; classes: {list(classes)}") from None
+
+
 def artifact(key: str):
     """The stored analysis result with this key (as its share link carries it)."""
     from dataclasses import replace
@@ -415,6 +448,23 @@ def _cmd_rules(args: argparse.Namespace) -> None:
           f"{m['n_leaves']} rules ({'from the cache' if res.cached else 'computed'})\nlink: {res.link}")
 
 
+def _cmd_pathways(args: argparse.Namespace) -> None:
+    res = pathways(args.model, args.dataset, args.original, args.target, attack=args.attack,
+                   strengths=args.strengths, images=args.images, **_parse_sets(args.set))
+    summary = {"key": res.key, "link": res.link, "cached": res.cached, "layers": res.layers,
+               "original": res.original, "target": res.target, "attack": res.info["attack"],
+               "strengths": res.strengths.tolist(), "success_rate": res.success_rate.tolist(),
+               "images": res.n_used.tolist(), "edge_rules": res.info["edge_kinds"]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    _print_table([{"strength": s, "success_rate": round(float(r), 3), "images": int(n)} for s, r, n in
+                  zip(summary["strengths"], summary["success_rate"], summary["images"][2:])], False)
+    counts = res.nodes.groupby(["layer", "column"], sort=False).size().unstack(fill_value=0)
+    print(f"\n{res.original} -> {res.target}, {summary['attack']}; displayed nodes per column:\n{counts}")
+    print(f"\nlink: {res.link}")
+
+
 def _cmd_link(args: argparse.Namespace) -> None:
     print(link(args.run))
 
@@ -467,6 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--csv", metavar="PATH", help="also write the rules table to CSV")
     p.set_defaults(func=_cmd_rules)
+    p = sub.add_parser("pathways", help="Bluff activation pathways of a targeted attack (cached; on the cluster)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--original", required=True, help="class name or index of the attacked images")
+    p.add_argument("--target", required=True, help="class name or index the attack aims at")
+    p.add_argument("--attack", default="pgd_l2", help="pgd_l2 (default), pgd_linf or fgsm")
+    p.add_argument("--strengths", help="comma-separated grid (default: the attack's 10 strengths)")
+    p.add_argument("--images", type=int, default=32, help="benign images per class (default 32)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="steps, correct_only, top_k …")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_pathways)
     p = sub.add_parser("link", help="print the share link of a stored run")
     p.add_argument("--run", metavar="KEY", required=True)
     p.set_defaults(func=_cmd_link)

@@ -33,6 +33,7 @@ RUN_PAGES = {
     "attribution": "pages/explain.py",
     "embedding": "pages/embeddings.py",
     "rules": "pages/rules.py",
+    "pathways": "pages/pathways.py",
 }
 """Result kind -> the page that opens a stored result of that kind from its ``?run=<key>`` link."""
 

@@ -1,0 +1,95 @@
+"""Bluff pathways speed: ``loupe.pathways`` wall time divided by a floor measured in the same run, and
+the time to answer a strength / criterion change from the stored result.
+
+The floor is the unavoidable model work done in plain torch at the best batch size: ``steps``
+forward+backward passes of targeted L2 PGD over all images × strengths (one batch grid), then one
+forward pass over the benign and attacked images for the statistics. The wall time is a cold request
+(fresh store) on a warm embedded Dask worker (one tiny request first loads torch, ART and the model
+there), so it counts the attack through ART, statistics, edges, patches, transfer and storing.
+
+    python -m bench.pathways_speed [--model shapes_cnn] [--images 32] [--steps 50]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BATCH_SIZES = (32, 64, 128, 256)
+
+
+def floor_seconds(module: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor, target: int, steps: int,
+                  batch_size: int) -> float:
+    """Plain-torch targeted L2 PGD (step eps/5) plus one statistics forward over everything."""
+    start = time.perf_counter()
+    for lo in range(0, len(x), batch_size):
+        xb, eb = x[lo:lo + batch_size], eps[lo:lo + batch_size, None, None, None]
+        adv = xb.clone()
+        tgt = torch.full((len(xb),), target)
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(module(adv), tgt), adv)
+            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
+            delta = (adv.detach() - eb / 5 * grad / norm) - xb
+            delta = delta * torch.clamp(eb / delta.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None], max=1)
+            adv = (xb + delta).clamp(0, 1)
+        with torch.no_grad():
+            module(adv)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="shapes_cnn")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+    os.environ["LOUPE_HOME"] = tempfile.mkdtemp(prefix="loupe-bench-pathways-")
+    import loupe
+    from explainers.pathways import CRITERIA, PathwaysParams
+    from views.pathways import graph_figure
+
+    model, ds = loupe.model(args.model), loupe.dataset(loupe.model(args.model).dataset)
+    params = PathwaysParams(original=0, target=1, steps=args.steps, images=args.images)
+    ids = [i for i in range(len(ds)) if ds.eval.y[i] == 0][:args.images]
+    grid = torch.tensor(params.grid)
+    x = ds.inputs(ids).repeat(len(grid), 1, 1, 1)
+    eps = grid.repeat_interleave(len(ids))
+    torch.set_num_threads(os.cpu_count() or 1)
+    per_batch = {b: floor_seconds(model.module, x[:b], eps[:b], 1, 2, b) / min(b, len(x)) for b in BATCH_SIZES}
+    best = min(per_batch, key=per_batch.get)
+    loupe.pathways(args.model, ds.id, 0, 1, strengths="0.5", steps=1, images=2, patch_pool=4)  # warm the worker
+    start = time.perf_counter()
+    res = loupe.pathways(args.model, ds.id, 0, 1, steps=args.steps, images=args.images)
+    wall = time.perf_counter() - start
+    floor = floor_seconds(model.module, x, eps, 1, args.steps, best) + floor_seconds(
+        model.module, ds.inputs(ids), eps[:len(ids)], 1, 0, best)  # + the benign statistics pass
+    print(f"{args.model}: {args.images} images x {len(grid)} strengths x {args.steps} steps "
+          f"(success {np.round(res.success_rate, 2).tolist()})")
+    print(f"floor {floor:.1f} s at batch {best}; loupe.pathways {wall:.1f} s; ratio {wall / floor:.3f} (goal <= 1.3)")
+    reopened = loupe.pathways_result(res.key)
+    answers, figures = [], []
+    for strength in [0.0, *res.strengths.tolist()]:
+        for criterion in CRITERIA:
+            t0 = time.perf_counter()
+            hl = reopened.highlight(criterion, strength, 20, 30)
+            t1 = time.perf_counter()
+            graph_figure(reopened, strength, hl, np.ones(len(hl.nodes), bool))
+            answers.append(t1 - t0)
+            figures.append(time.perf_counter() - t1)
+    print(f"strength/criterion change from the stored result: highlight median {1e3 * np.median(answers):.2f} ms, "
+          f"max {1e3 * max(answers):.2f} ms; with the graph figure median "
+          f"{1e3 * np.median(np.add(answers, figures)):.1f} ms, max {1e3 * max(np.add(answers, figures)):.1f} ms "
+          f"(goal < 50 ms)")
+    from worker import cluster
+
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()

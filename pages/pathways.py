@@ -1,0 +1,133 @@
+"""Pathways (Bluff): how a targeted attack travels through a CNN. Pick a class pair and an attack,
+compute (cached), then explore the stored result: every slider answers from the stored arrays.
+Opens a shared result from ``?run=<key>``. Layout only."""
+import numpy as np
+import streamlit as st
+
+import loupe
+from explainers.pathways import ATTACKS, COLUMNS, CRITERIA
+from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops,
+                            selected_nodes, success_figure)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def stored(key: str):
+    """A stored pathways result, read once per server."""
+    return loupe.pathways_result(key)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def image_models() -> list[dict]:
+    return [m for m in loupe.models() if m.get("status", "ok") == "ok" and m.get("task") == "image"]
+
+
+def request_form() -> None:
+    """Class pair, attack and size; computing stores the result and puts its key in the URL."""
+    models = image_models()
+    ids = [m["id"] for m in models]
+    with st.form("request"):
+        c1, c2, c3, c4 = st.columns(4)
+        model_id = c1.selectbox("Model", ids, key="model")
+        info = next(m for m in models if m["id"] == model_id)
+        classes = list(info["classes"])
+        original = c2.selectbox("Original class", classes, index=0, key="original")
+        target = c3.selectbox("Target class", classes, index=min(1, len(classes) - 1), key="target")
+        attack = c4.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].title, key="attack")
+        c5, c6, c7 = st.columns(3)
+        images = c5.number_input("Images per class", 1, 5000, 32, key="images")
+        steps = c6.number_input("PGD steps", 1, 1000, 50, key="steps")
+        dataset = c7.text_input("Dataset", info.get("dataset") or "", key="dataset")
+        submitted = st.form_submit_button("Compute pathways", type="primary")
+    if not submitted:
+        return
+    try:
+        with st.status("Attacking and measuring…", expanded=False):
+            res = loupe.pathways(model_id, dataset, original, target, attack=attack, images=int(images),
+                                 steps=int(steps))
+    except loupe.user_errors() as err:
+        st.error(str(err))
+        return
+    st.query_params["run"] = res.key
+    st.rerun()
+
+
+def show(res) -> None:
+    """The stored result: controls, graph and the detail of the clicked channel."""
+    st.subheader(f"How {res.model_id} misclassifies {res.original} into {res.target} ({res.info['attack_title']})")
+    st.caption(f"Result `{res.key}` · {'from the store' if res.cached else 'computed now'} · "
+               f"{res.n_used[0]} benign {res.original} and {res.n_used[1]} {res.target} images · "
+               f"strengths in [0, 1] pixel units ({res.info['unit']})")
+    grid = [0.0, *res.strengths.tolist()]
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+    strength = c1.select_slider("Attack strength (0 = benign)", grid, value=default_strength(res),
+                                key="strength", format_func=lambda s: f"{s:g}")
+    criterion = c2.selectbox("Highlight the most … by attack", CRITERIA, key="criterion")
+    neurons = c3.slider("Neurons: top k% per layer", 5, 100, 20, key="neurons_pct")
+    connections = c4.slider("Connections: top k%", 5, 100, 30, key="connections_pct")
+    c5, c6, c7 = st.columns([3, 2, 4])
+    show_filter = c5.radio("Show", ["all", "highlighted", "pinned"], horizontal=True, key="filter")
+    comparing = c6.toggle("Compare weak vs strong", key="compare")
+    weak, strong = grid[1], grid[-1]
+    if comparing:
+        weak, strong = c7.select_slider("Weaker / stronger", grid[1:], value=(grid[1], grid[-1]), key="weak_strong",
+                                        format_func=lambda s: f"{s:g}")
+    highlight = res.highlight(criterion, weak if comparing else strength, neurons, connections)
+    compare = res.compare(criterion, weak, strong, neurons) if comparing else None
+    pinned = st.session_state.setdefault(f"pins-{res.key}", [])
+    visible = {"all": np.ones(len(highlight.nodes), bool), "highlighted": highlight.nodes if compare is None
+               else compare > 0, "pinned": np.isin(np.arange(len(highlight.nodes)), pinned)}[show_filter]
+    graph, detail = st.columns([3, 2])
+    with graph:
+        if comparing:
+            st.caption("Symbols: ▼ " + COMPARE_NAMES[1] + " · ▲ " + COMPARE_NAMES[2] + " · ★ " + COMPARE_NAMES[3]
+                       + f" (edges at {weak:g})")
+        if res.n_used[res.condition(strength)] == 0:
+            st.warning(f"No attacked image reached {res.target} at strength {strength:g}: nothing to highlight.")
+        event = st.plotly_chart(graph_figure(res, weak if comparing else strength, highlight, visible, pinned,
+                                             compare), key="graph", on_select="rerun", selection_mode="points",
+                                width="stretch")
+        arrays = res.artifact.arrays
+        labels = [f"{res.layers[li]}-{c}" for li, c in zip(arrays["node_layer"], arrays["node_channel"])]
+        chosen = st.selectbox("Channel", range(len(labels)), index=None, format_func=labels.__getitem__,
+                              key="channel", placeholder="click a channel in the graph, or pick it here")
+        clicked = selected_nodes(event) or ([chosen] if chosen is not None else [])
+        for node in clicked:
+            if node not in pinned:
+                pinned.append(node)
+        if pinned and st.button("Clear pinned channels", key="clear_pins"):
+            pinned.clear()
+            st.rerun()
+        if "gradient" in res.info["edge_kinds"]:
+            st.caption("Dotted edges: gradient × activation (the module graph there is not covered by Bluff's "
+                       "weight rules); solid: Bluff's weight influence.")
+    with detail:
+        st.plotly_chart(success_figure(res), key="success", config={"displayModeBar": False})
+        node = clicked[-1] if clicked else (pinned[-1] if pinned else None)
+        if node is None:
+            st.info("Click a channel in the graph to see its activation against strength and its top dataset patches.")
+            return
+        layer, channel = res.layers[int(arrays["node_layer"][node])], int(arrays["node_channel"][node])
+        st.markdown(f"**{layer}-{channel}** · column *{COLUMNS[int(arrays['node_column'][node])]}*")
+        st.plotly_chart(activation_figure(res, layer, channel, strength), key="curve",
+                        config={"displayModeBar": False})
+        crops = patch_crops(res, loupe.dataset(res.dataset_id), node)
+        if crops:
+            st.image([c for _, c in crops], caption=[t for t, _ in crops], width=96)
+
+
+st.title("Pathways")
+if "run" in st.query_params:
+    try:
+        result = stored(st.query_params["run"])
+    except loupe.user_errors() as err:
+        st.error(f"Pathways result not found. {err}")
+        st.stop()
+    show(result)
+    if st.button("New request", key="new_request"):
+        del st.query_params["run"]
+        st.rerun()
+else:
+    st.markdown("Bluff activation pathways (Das, Park et al., VIS 2020): which channels and connections carry "
+                "the evidence for the original class, for the target class, and for a targeted attack that "
+                "turns one into the other, across the model's layers.")
+    request_form()
