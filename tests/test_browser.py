@@ -106,13 +106,14 @@ def _number(page, label: str, value: str) -> None:
 
 
 def _choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the multiselect ``label`` and wait until its chip shows."""
+    """Pick ``option`` in the multiselect ``label`` as a keyboard user would (type to filter by the
+    id in parentheses, Enter), and wait until its chip shows."""
     page.get_by_label(label).first.click()
-    choice = page.get_by_role("option", name=option).first
-    choice.wait_for(timeout=120_000)
-    choice.click()
+    page.keyboard.type(option[option.rindex("("):])
+    page.get_by_role("option", name=option).first.wait_for(timeout=120_000)
+    page.keyboard.press("Enter")
     page.keyboard.press("Escape")
-    page.locator('[data-baseweb="tag"]', has_text=option.split(" (")[0]).first.wait_for(timeout=120_000)
+    page.get_by_text(option, exact=True).first.wait_for(timeout=120_000)  # the chosen option's chip
     _idle(page)
 
 
