@@ -181,7 +181,7 @@ def test_user_walk_explain_share_batch(app_url, browser):
     links = [c for c in page.locator('[data-testid="stCode"]').all_inner_texts() if "?run=" in c]
     assert len(links) == 2, links
     assert page.get_by_text("deletion_auc").count() >= 2 and page.get_by_text("insertion_auc").count() >= 2
-    assert page.locator(".js-plotly-plot").count() >= 2
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # the two maps (plotly loads lazily)
     _shot(page, "explain_results")
     assert len(loupe.runs()) == runs_before + 2
 
