@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -196,3 +197,15 @@ def test_embedding_is_computed_on_the_worker_and_reopens_by_link():
     reopened.query_params["run"] = key
     reopened.run()
     assert not _errors(reopened) and reopened.title[0].value == "Embeddings" and key in reopened.caption[0].value
+
+
+def test_link_to_a_kind_no_page_shows_says_so():
+    from store.runs import Store
+
+    key = Store().put_artifact({"kind": "toy", "model_id": "digits_cnn", "weights_hash": "h", "dataset_id": "digits",
+                                "analysis_id": "toy", "analysis_version": "1", "params": {}, "inputs_hash": "i",
+                                "sample_ids": [0]}, {}, {"x": np.zeros(2)})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = key
+    at.run()
+    assert any("stored toy result, which no page of this app shows yet" in e for e in _errors(at))

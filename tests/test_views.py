@@ -132,3 +132,20 @@ def test_registry_form_values():
     assert values == {"id": "m", "input_shape": [3, 64, 64], "classes": ["a", "b"], "seed": 0}
     with pytest.raises(RegistrationError, match="input_shape must be a comma-separated list of int"):
         entry_values({"input_shape": "3,x"}, {"input_shape": int})
+
+
+def test_embedding_colourings_figure_and_selection():
+    from views.embedding import colourings, embedding_figure, selected_samples
+
+    arrays = {"labels": np.array([0, 1, 1]), "predictions": np.array([0, 0, 1]),
+              "confidences": np.array([0.9, 0.6, 0.8]), "metric_deletion_auc": np.array([0.1, 0.2, 0.3])}
+    options = colourings(arrays, ["cat", "dog"])
+    assert list(options) == ["label", "prediction", "correct", "confidence", "deletion_auc"]
+    assert options["correct"][0].tolist() == ["correct", "wrong", "correct"] and options["correct"][1]
+    assert not options["deletion_auc"][1]
+    points = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    fig = embedding_figure(points, [10, 11, 12], options["label"], "label")
+    assert [t.name for t in fig.data] == ["cat", "dog"] and fig.data[1].customdata.tolist() == [11, 12]
+    numeric = embedding_figure(points, [10, 11, 12], options["confidence"], "confidence")
+    assert len(numeric.data) == 1 and numeric.data[0].marker.showscale
+    assert selected_samples([{"customdata": 12}, {"customdata": [11]}, {"customdata": 12}, {}]) == [12, 11]
