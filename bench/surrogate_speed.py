@@ -46,7 +46,7 @@ def train_black_box(ds: Dataset) -> ModelHandle:
     from sklearn.linear_model import LogisticRegression
 
     mean, std = ds.train.x.mean(0), ds.train.x.std(0) + 1e-6
-    fit = LogisticRegression(l1_ratio=1.0, C=0.1, solver="liblinear").fit((ds.train.x - mean) / std, ds.train.y)
+    fit = LogisticRegression(l1_ratio=1.0, C=0.1, solver="liblinear", random_state=0).fit((ds.train.x - mean) / std, ds.train.y)
     linear = nn.Linear(ds.train.x.shape[1], 2)
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(np.stack([np.zeros_like(fit.coef_[0]), fit.coef_[0]])))

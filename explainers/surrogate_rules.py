@@ -480,8 +480,7 @@ class SurrogateRules(Analysis):
 
     def compute(self, model: ModelHandle, params: SurrogateParams, inputs: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        from sklearn.metrics import f1_score, r2_score
-
+        """Steps 1-5 of the module docstring, each timed."""
         clock = _Clock()
         proba = _proba_fn(model)
         data = _gather(inputs, proba, params)
@@ -494,62 +493,79 @@ class SurrogateRules(Analysis):
         top = order[:k]
         tree = _tree(params, len(data.f_train)).fit(data.x_train[:, top], data.f_train)
         g_test = tree.predict(data.x_test[:, top])
-        test_node = tree.apply(data.x_test[:, top])
         clock.lap("surrogate")
-        t = tree.tree_
-        leaves = np.flatnonzero(t.children_left == _LEAF)
-        leaf_class = tree.classes_[t.value[leaves, 0].argmax(1)].astype(np.int64)
-        bounds = leaf_intervals(t, top)
-        intervals = [bounds[int(leaf)] for leaf in leaves]
-        node_rule = np.full(t.node_count, -1, dtype=np.int64)
-        node_rule[leaves] = np.arange(len(leaves))
-        lengths = np.array([len(b) for b in intervals], dtype=np.int64)
-        rules = rule_table(leaves, leaf_class, test_node, data.f_test, data.y_test, lengths)
+        leaves, leaf_class, intervals, arrays = _rule_arrays(tree, top, data)
         clock.lap("rules")
         typical = typical_values(data.x_train[:, top], tree.apply(data.x_train[:, top]), leaves, intervals, top)
         span = (data.x_train.min(0).astype(np.float64), data.x_train.max(0).astype(np.float64))
         cf = counterfactuals(data.x_test, g_test, intervals, leaf_class, typical, _iqr(data.x_train), span, proba)
         clock.lap("counterfactuals")
-        n_classes = len(model.classes)
-        g_proba = np.zeros((len(g_test), n_classes))
-        g_proba[:, tree.classes_] = tree.predict_proba(data.x_test[:, top])
-        metrics = {
-            "fidelity": float(np.mean(g_test == data.f_test)),
-            "macro_f1": float(f1_score(data.f_test, g_test, average="macro")),
-            "accuracy": float(np.mean(g_test == data.y_test)),
-            "blackbox_accuracy": float(np.mean(data.f_test == data.y_test)),
-            "proba_r2": float(r2_score(data.p_test, g_proba, multioutput="variance_weighted")),
-            "n_leaves": int(tree.get_n_leaves()), "depth": int(tree.get_depth()),
-            "mean_rule_length": float(lengths.mean()),
-            "counterfactual_validity": float(np.mean(cf["cf_valid"])),
-        }
-        cond_rule = np.concatenate([[r] * len(b) for r, b in enumerate(intervals)] or [[]]).astype(np.int64)
-        flat = [(j, lo, hi) for b in intervals for j, (lo, hi) in sorted(b.items())]
         info = {
             "classes": list(inputs["classes"]), "methods": list(scores), "k": int(k),
             "k_source": "user" if params.k else "curve", "prescreen": rule, "n_candidates": int(len(cols)),
             "n_features": int(len(order)), "n_train": int(len(data.f_train)), "n_val": int(len(data.f_val)),
-            "n_test": int(len(data.f_test)), "n_explain": int(len(data.f_explain)), "metrics": metrics,
+            "n_test": int(len(data.f_test)), "n_explain": int(len(data.f_explain)),
+            "metrics": _metrics(tree, top, data, g_test, arrays["rule_length"], cf["cf_valid"], len(model.classes)),
             "seconds": clock.seconds,
         }
-        arrays = {
+        arrays.update({
             "feature_names": np.asarray(inputs["features"], dtype=str), "order": order.astype(np.int64),
             "mean_rank": mean_rank.astype(np.float32),
             **{f"importance__{m}": s.astype(np.float32) for m, s in scores.items()},
             "curve_k": ks, "curve_fidelity": fids,
-            "tree_left": t.children_left.astype(np.int64), "tree_right": t.children_right.astype(np.int64),
-            "tree_feature": np.where(t.feature >= 0, top[np.maximum(t.feature, 0)], -1).astype(np.int64),
-            "tree_threshold": t.threshold.astype(np.float64), "tree_samples": t.n_node_samples.astype(np.int64),
-            "tree_class": tree.classes_[t.value[:, 0].argmax(1)].astype(np.int64), "tree_rule": node_rule,
-            "rule_node": leaves.astype(np.int64), "rule_class": leaf_class, **rules,
-            "cond_rule": cond_rule, "cond_feature": np.asarray([c[0] for c in flat], dtype=np.int64),
-            "cond_lo": np.asarray([c[1] for c in flat], dtype=np.float64),
-            "cond_hi": np.asarray([c[2] for c in flat], dtype=np.float64),
             "test_x_top": data.x_test[:, top].astype(np.float32), "test_f_pred": data.f_test.astype(np.int64),
             "test_f_proba": data.p_test.astype(np.float32), "test_g_pred": g_test.astype(np.int64),
-            "test_rule": node_rule[test_node], "test_label": data.y_test.astype(np.int64), **cf,
-        }
+            "test_label": data.y_test.astype(np.int64), **cf,
+        })
         return info, arrays
+
+
+def _rule_arrays(tree: Any, top: np.ndarray, data: _Data
+                 ) -> tuple[np.ndarray, np.ndarray, list[dict[int, list[float]]], dict[str, np.ndarray]]:
+    """The fitted tree as stored arrays: its nodes (global feature indices), one rule per leaf with
+    its conditions as a flat table and its held-out statistics, and each test row's rule. Also
+    returns the leaves, their classes and their intervals for the counterfactual search."""
+    t = tree.tree_
+    leaves = np.flatnonzero(t.children_left == _LEAF)
+    leaf_class = tree.classes_[t.value[leaves, 0].argmax(1)].astype(np.int64)
+    bounds = leaf_intervals(t, top)
+    intervals = [bounds[int(leaf)] for leaf in leaves]
+    node_rule = np.full(t.node_count, -1, dtype=np.int64)
+    node_rule[leaves] = np.arange(len(leaves))
+    test_node = tree.apply(data.x_test[:, top])
+    lengths = np.array([len(b) for b in intervals], dtype=np.int64)
+    flat = [(r, j, lo, hi) for r, b in enumerate(intervals) for j, (lo, hi) in sorted(b.items())]
+    conds = np.asarray(flat, dtype=np.float64).reshape(-1, 4)
+    return leaves, leaf_class, intervals, {
+        "tree_left": t.children_left.astype(np.int64), "tree_right": t.children_right.astype(np.int64),
+        "tree_feature": np.where(t.feature >= 0, top[np.maximum(t.feature, 0)], -1).astype(np.int64),
+        "tree_threshold": t.threshold.astype(np.float64), "tree_samples": t.n_node_samples.astype(np.int64),
+        "tree_class": tree.classes_[t.value[:, 0].argmax(1)].astype(np.int64), "tree_rule": node_rule,
+        "rule_node": leaves.astype(np.int64), "rule_class": leaf_class,
+        **rule_table(leaves, leaf_class, test_node, data.f_test, data.y_test, lengths),
+        "cond_rule": conds[:, 0].astype(np.int64), "cond_feature": conds[:, 1].astype(np.int64),
+        "cond_lo": conds[:, 2], "cond_hi": conds[:, 3], "test_rule": node_rule[test_node],
+    }
+
+
+def _metrics(tree: Any, top: np.ndarray, data: _Data, g_test: np.ndarray, lengths: np.ndarray,
+             cf_valid: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Held-out metrics (spec §3E): label fidelity and macro-F1 of g against f, accuracies against the
+    truth, probability R² (variance-weighted), tree size, rule length, counterfactual validity."""
+    from sklearn.metrics import f1_score, r2_score
+
+    g_proba = np.zeros((len(g_test), n_classes))
+    g_proba[:, tree.classes_] = tree.predict_proba(data.x_test[:, top])
+    return {
+        "fidelity": float(np.mean(g_test == data.f_test)),
+        "macro_f1": float(f1_score(data.f_test, g_test, average="macro")),
+        "accuracy": float(np.mean(g_test == data.y_test)),
+        "blackbox_accuracy": float(np.mean(data.f_test == data.y_test)),
+        "proba_r2": float(r2_score(data.p_test, g_proba, multioutput="variance_weighted")),
+        "n_leaves": int(tree.get_n_leaves()), "depth": int(tree.get_depth()),
+        "mean_rule_length": float(lengths.mean()),
+        "counterfactual_validity": float(np.mean(cf_valid)),
+    }
 
 
 ANALYSES = [SurrogateRules]
