@@ -252,7 +252,8 @@ def _conv_hooks(module: nn.Module, transitions: list[Transition], store: dict[st
             cols = torch.from_numpy(t.cols) if isinstance(step.src, inf.Source) else None
 
             def hook(_m: nn.Module, args: tuple, conv=conv, bn=bn, cols=cols, name=step.conv) -> None:
-                store.setdefault(name, []).append(inf.pair_influence(args[0].detach(), conv, bn, cols).cpu())
+                with torch.no_grad():
+                    store.setdefault(name, []).append(inf.pair_influence(args[0], conv, bn, cols).cpu())
             hooks[step.conv] = hook
     return hooks
 
