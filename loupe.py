@@ -29,13 +29,16 @@ from model_registry.base import ModelError, ModelHandle
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user: the CLI prints them without a traceback."""
+    from model_registry.uploads import RegistrationError
+    from store.db import StoreUnavailable
     from store.keys import InvalidKey
     from store.runs import RunNotFound, StoreError
+    from store.schema import SchemaError
     from worker.batch import BatchCancelled, JobFailed
     from worker.cluster import ClusterError
 
     return (ModelError, DatasetError, ExplainError, ParamError, UnknownExplainer, InvalidKey, RunNotFound,
-            StoreError, JobFailed, BatchCancelled, ClusterError)
+            StoreError, StoreUnavailable, SchemaError, JobFailed, BatchCancelled, ClusterError, RegistrationError)
 
 
 # -- listings ------------------------------------------------------------------------------------
@@ -181,6 +184,36 @@ def explain_batch(
     return results
 
 
+def stored(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+           params: dict[str, Any] | None = None, target: str | int = "predicted") -> Result | None:
+    """The stored result of this ``explain`` request, or None when it was never run; never computes."""
+    from worker.batch import find_stored
+
+    return find_stored(_request(model, dataset, samples, explainer, params, target))
+
+
+def predict(model: str, dataset: str, samples: str | Sequence[int] | int | None) -> list[dict]:
+    """Per sample: id, label, predicted class and its probability, computed on the worker."""
+    from worker.batch import predict as predict_on_worker
+
+    handle, ds = _model(model), _dataset(dataset)
+    ids = parse_samples(samples, len(ds))
+    probs = predict_on_worker(handle, ds, ids)
+    labels = ds.labels(ids)
+    return [{"sample_id": i, "label": int(labels[k]), "prediction": int(probs[k].argmax()),
+             "confidence": float(probs[k].max())} for k, i in enumerate(ids)]
+
+
+def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+             params: dict[str, Any] | None = None, target: str | int = "predicted"):
+    """The cost preview of an ``explain`` call without running it: samples already stored, the model
+    passes the rest need (``Explainer.passes`` plus prediction and metrics) and the seconds they take
+    at the model's pass time measured on the worker (``worker.batch.Estimate``)."""
+    from worker.batch import estimate as estimate_request
+
+    return estimate_request(_request(model, dataset, samples, explainer, params, target))
+
+
 def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict[str, Any] | None = None,
                  target: str | int = "predicted", seed: int = 0) -> np.ndarray:
     """Model-randomisation sanity check (Adebayo et al., NeurIPS 2018): per-sample Spearman
@@ -199,6 +232,19 @@ def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] 
     from worker.analyses import run_analysis
 
     return run_analysis(analysis_id, _model(model), _dataset(dataset), params)
+
+
+def rules(model: str, dataset: str, k: int | None = None, max_leaves: int = 16, seed: int = 0,
+          params: dict[str, Any] | None = None):
+    """Surrogate rule extraction (``surrogate_rules``; Karim et al., DSAA 2023) for a tabular model,
+    torch or any black box with predict_proba: top-k features, a decision-tree surrogate with its
+    held-out fidelity, global rules, and per-sample local rules and counterfactuals. ``k=None``
+    picks k from the fidelity-versus-k curve; ``params`` sets the other parameters. Cached like
+    every analysis; returns an ``explainers.surrogate_rules.RulesResult``."""
+    from explainers.surrogate_rules import RulesResult
+
+    chosen = {**(params or {}), "k": k or 0, "max_leaves": max_leaves, "seed": seed}
+    return RulesResult(analysis("surrogate_rules", model, dataset, chosen))
 
 
 def pathways(model: str, dataset: str, original: str | int, target: str | int, attack: str = "pgd_l2",
@@ -382,6 +428,26 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {len(frame)} rows to {', '.join(written)}")
 
 
+def _cmd_rules(args: argparse.Namespace) -> None:
+    res = rules(args.model, args.dataset, k=args.k, max_leaves=args.max_leaves, seed=args.seed,
+                params=_parse_sets(args.set))
+    if args.csv:
+        import pandas as pd
+
+        pd.DataFrame(res.rules).to_csv(args.csv, index=False)
+    if args.json:
+        print(json.dumps({"key": res.key, "link": res.link, "cached": res.cached, "k": res.k,
+                          "top_features": res.top_features, "metrics": res.metrics,
+                          "fidelity_curve": res.fidelity_curve, "rules": res.rules}, indent=2))
+        return
+    _print_table([{k: r[k] for k in ("id", "class", "support", "coverage", "precision", "rule")} for r in res.rules],
+                 False)
+    m = res.metrics
+    print(f"\ntop-{res.k} features: {', '.join(res.top_features)}")
+    print(f"held-out fidelity {m['fidelity']:.3f}, macro-F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f}, "
+          f"{m['n_leaves']} rules ({'from the cache' if res.cached else 'computed'})\nlink: {res.link}")
+
+
 def _cmd_pathways(args: argparse.Namespace) -> None:
     res = pathways(args.model, args.dataset, args.original, args.target, attack=args.attack,
                    strengths=args.strengths, images=args.images, **_parse_sets(args.set))
@@ -441,6 +507,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet", metavar="PATH")
     p.add_argument("--maps", metavar="PATH.npz", help="also write every map into one .npz")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("rules", help="surrogate rules for a tabular model (cached; runs on the Dask cluster)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--k", type=int, default=None, help="features in the surrogate (default: from the fidelity curve)")
+    p.add_argument("--max-leaves", type=int, default=16, help="leaf cap = number of rules (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another surrogate_rules parameter")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="PATH", help="also write the rules table to CSV")
+    p.set_defaults(func=_cmd_rules)
     p = sub.add_parser("pathways", help="Bluff activation pathways of a targeted attack (cached; on the cluster)")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)

@@ -13,6 +13,7 @@ makes a seeded split. Every problem raises DatasetError naming the dataset and t
 from __future__ import annotations
 
 import math
+import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -127,13 +128,18 @@ def _image_files(entry: DatasetEntry, folder: Path) -> list[Path]:
 
 
 def _read_image(entry: DatasetEntry, path: Path) -> PILImage:
+    """The decoded image. Images above PIL's ``MAX_IMAGE_PIXELS`` (about 89 million pixels) are
+    refused before decoding: PIL only warns up to twice that, and decoding one costs gigabytes."""
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # UnidentifiedImageError and truncated files are OSErrors
         raise DatasetError(f"dataset {entry.id!r}: cannot read image {str(path)!r}: {err}") from None
 
 

@@ -164,11 +164,33 @@ class Result:
     """True when every sample came from the store and no model pass ran."""
 
 
+@dataclass(frozen=True)
+class Passes:
+    """Model passes of an explanation: rows through the model's forward pass and rows that are also
+    backpropagated, each as a (low, high) range (equal when the count is exact; a range where it
+    depends on the data, e.g. SAMP's path lengths). A row is what ``worker.jobs.PassCounter`` counts."""
+
+    forward: tuple[int, int]
+    backward: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def exact(cls, forward: int, backward: int = 0) -> "Passes":
+        return cls((forward, forward), (backward, backward))
+
+    def __add__(self, other: "Passes") -> "Passes":
+        return Passes((self.forward[0] + other.forward[0], self.forward[1] + other.forward[1]),
+                      (self.backward[0] + other.backward[0], self.backward[1] + other.backward[1]))
+
+    def times(self, n: int) -> "Passes":
+        """The passes of ``n`` samples."""
+        return Passes((self.forward[0] * n, self.forward[1] * n), (self.backward[0] * n, self.backward[1] * n))
+
+
 def _unsupported(spec: Spec, model: ModelHandle) -> str | None:
     """Why a method with ``spec`` cannot run on ``model`` (None when it can)."""
     if model.task not in spec.modalities:
         return f"{spec.id} works on {'/'.join(spec.modalities)} models, not {model.task}"
-    if spec.needs_gradients and not isinstance(model.module, torch.nn.Module):
+    if spec.needs_gradients and not model.differentiable:
         return f"{spec.id} needs gradients; {model.id} is a black box"
     if spec.needs_layer and not (model.hookable and model.gradcam_layer):
         return f"{spec.id} needs a hookable convolution layer; {model.id} exposes none"
@@ -184,6 +206,12 @@ class Explainer(ABC):
     def unsupported_reason(self, model: ModelHandle) -> str | None:
         """Why this explainer cannot run on ``model`` (None when it can)."""
         return _unsupported(self.spec, model)
+
+    def passes(self, model: ModelHandle, params: Params) -> Passes:
+        """Model passes one sample costs with ``params`` on ``model`` (the cost preview multiplies
+        them by the model's measured pass time). This default, one forward and one backward pass,
+        fits single-gradient methods; explainers that do more override it."""
+        return Passes.exact(1, int(self.spec.needs_gradients))
 
     @abstractmethod
     def explain(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explainers.base import Explainer, Params, Result, Spec, param
+from explainers.base import Explainer, Params, Passes, Result, Spec, param
 from model_registry.base import ModelHandle
 
 BASELINES = ("normalized_zero", "zero", "background_mean")
@@ -199,6 +199,10 @@ class IntegratedGradients(Explainer):
     )
     Params = IntegratedGradientsParams
 
+    def passes(self, model, params) -> Passes:
+        """n_steps path points (forward + backward) and f(x), f(x') for the convergence delta."""
+        return Passes.exact(params.n_steps + 2, params.n_steps)
+
     def explain(self, model, x, target, params, background=None) -> Result:
         from captum.attr import IntegratedGradients as CaptumIG
 
@@ -330,6 +334,14 @@ class Occlusion(Explainer):
     )
     Params = OcclusionParams
 
+    def passes(self, model, params) -> Passes:
+        """f(x) plus one forward per window position (Captum's count: ceil((side − window) / stride) + 1
+        per axis)."""
+        window = _window(model, self.spec.id, params.window)
+        stride = params.stride or max(1, window // 2)
+        height, width = model.input_shape[-2:]
+        return Passes.exact(1 + math.prod(math.ceil((side - window) / stride) + 1 for side in (height, width)))
+
     def explain(self, model, x, target, params, background=None) -> Result:
         from captum.attr import Occlusion as CaptumOcclusion
 
@@ -377,6 +389,14 @@ class FeatureAblation(Explainer):
     )
     Params = FeatureAblationParams
 
+    def passes(self, model, params) -> Passes:
+        """f(x) plus one forward per feature group (grid cell for images, feature for tables)."""
+        if len(model.input_shape) == 1:
+            return Passes.exact(1 + model.input_shape[0])
+        cell = _window(model, self.spec.id, params.cell)
+        height, width = model.input_shape[-2:]
+        return Passes.exact(1 + math.ceil(height / cell) * math.ceil(width / cell))
+
     def explain(self, model, x, target, params, background=None) -> Result:
         from captum.attr import FeatureAblation as CaptumAblation
 
@@ -420,6 +440,10 @@ class GradientShap(Explainer):
         description="Expected gradients over random background baselines and random path points.",
     )
     Params = GradientShapParams
+
+    def passes(self, model, params) -> Passes:
+        """One forward + backward per (baseline, path point) draw."""
+        return Passes.exact(params.n_samples, params.n_samples)
 
     def explain(self, model, x, target, params, background=None) -> Result:
         from captum.attr import GradientShap as CaptumGradientShap
@@ -466,6 +490,10 @@ class SmoothGrad(Explainer):
         description="Gradient saliency averaged over noisy copies of the input.",
     )
     Params = SmoothGradParams
+
+    def passes(self, model, params) -> Passes:
+        """One forward + backward per noisy copy."""
+        return Passes.exact(params.nt_samples, params.nt_samples)
 
     def explain(self, model, x, target, params, background=None) -> Result:
         from captum.attr import NoiseTunnel

@@ -28,7 +28,7 @@ import copy
 import dataclasses
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,13 @@ def _ranks(m: torch.Tensor) -> torch.Tensor:
 def default_step(n_units: int) -> int:
     """ceil(U / 32): at most 33 points per curve."""
     return math.ceil(n_units / DEFAULT_POINTS)
+
+
+def curve_passes(input_shape: Sequence[int], step_per: int = 0) -> int:
+    """Forward rows the deletion and insertion curves cost per sample: 2 paths × (n + 1) points,
+    n = ceil(U / step_per) for U units (pixels, or features of a table)."""
+    n_units = math.prod(input_shape[1:]) if len(input_shape) == 3 else input_shape[0]
+    return 2 * (math.ceil(n_units / (step_per or default_step(n_units))) + 1)
 
 
 def _plan(x: torch.Tensor, step_per: int) -> tuple[int, int, int]:

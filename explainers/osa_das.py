@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainers.base import Explainer, Params, Result, Spec, param
+from explainers.base import Explainer, Params, Passes, Result, Spec, param
 from explainers.captum_ref import check_inputs
 from model_registry.base import ModelHandle
 
@@ -393,6 +393,17 @@ class OsaDas(Explainer):
         description="How far occluding each window rotates the subspace spanned by the outputs of augmented views.",
     )
     Params = OsaDasParams
+
+    def passes(self, model, params) -> Passes:
+        """N·(1 + P') forwards for P' evaluated windows, plus one forward + backward for the
+        gradient pre-selection when ``preselect`` < 1 (module docstring, "Cost")."""
+        height, width = model.input_shape[-2:]
+        patch, stride = _window(params, min(height, width))
+        n_windows = len(window_starts(height, patch, stride)) * len(window_starts(width, patch, stride))
+        if params.preselect >= 1.0:
+            return Passes.exact(params.n_views * (1 + n_windows))
+        chosen = max(1, math.ceil(params.preselect * n_windows))
+        return Passes.exact(params.n_views * (1 + chosen) + 1, 1)
 
     def explain(self, model, x, target, params, background=None) -> Result:
         check_inputs(self.spec.id, model, x, target)

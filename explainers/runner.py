@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from data.base import Dataset
-from explainers.base import Params, Result
+from explainers.base import Params, Passes, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
 from store.keys import TARGET_RULES
@@ -76,6 +76,22 @@ def _merge_extras(parts: list[tuple[int, dict]]) -> dict:
         )
         merged[name] = np.concatenate([extras[name] for _, extras in parts]) if per_sample else first
     return merged
+
+
+def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict | None = None,
+                  with_metrics: bool = True) -> Passes:
+    """Model passes :func:`explain_samples` costs per sample: the prediction (one forward), the
+    explainer's own passes and, with metrics, the deletion/insertion curves."""
+    from explainers.evaluation import curve_passes
+
+    explainer = get_explainer(explainer_id)
+    p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
+    overhead = 1 + (curve_passes(model.input_shape) if with_metrics else 0)
+    try:
+        own = explainer.passes(model, p)
+    except ValueError as err:  # e.g. a window larger than the image: the same check explain() makes
+        raise ExplainError(str(err)) from None
+    return own + Passes.exact(overhead)
 
 
 def explain_samples(

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explainers.base import Explainer, ParamError, Params, Result, Spec, param
+from explainers.base import Explainer, ParamError, Params, Passes, Result, Spec, param
 from explainers.captum_ref import BASELINES, check_inputs, reference_input
 from explainers.evaluation import blur
 from model_registry.base import ModelHandle
@@ -233,6 +233,17 @@ class Samp(Explainer):
         "pixels first, with the infinitesimal constraint and momentum (SAMP++).",
     )
     Params = SampParams
+
+    def passes(self, model, params) -> Passes:
+        """Per path, one forward + backward per step and one forward of f(end). Steps depend on the
+        data: with m = ceil(P / pixels_per_step) for P ≤ H·W active pixels, m steps without IC
+        (at most ceil(H·W / pixels_per_step)), between n_frag and n_frag + m with IC (spec §4)."""
+        height, width = model.input_shape[-2:]
+        pixels = params.pixels_per_step or auto_pixels_per_step(height * width)
+        most = math.ceil(height * width / pixels)
+        low, high = (params.n_frag, params.n_frag + most) if params.n_frag else (1, most)
+        n_paths = len(_PATH_NAMES[params.paths])
+        return Passes((n_paths * (low + 1), n_paths * (high + 1)), (n_paths * low, n_paths * high))
 
     def explain(self, model, x, target, params, background=None) -> Result:
         target = check_inputs(self.spec.id, model, x, target)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explainers.base import Explainer, Params, Result, Spec, param
+from explainers.base import Explainer, Params, Passes, Result, Spec, param
 from explainers.captum_ref import check_inputs, sample_seed, seeded
 
 
@@ -48,6 +48,13 @@ class Shap(Explainer):
         description="Shapley values of the target-class probability, estimated by weighted linear regression over feature coalitions.",
     )
     Params = ShapParams
+
+    def passes(self, model, params) -> Passes:
+        """Rows of ``predict_proba``: the n background rows once (E[f]), x once, then n rows per
+        coalition; shap evaluates at most 2^F − 2 coalitions."""
+        n_features = model.input_shape[0]
+        coalitions = min(params.nsamples, 2**n_features - 2) if n_features < 63 else params.nsamples
+        return Passes.exact(params.n_background * (1 + coalitions) + 1)
 
     def explain(self, model, x, target, params, background=None) -> Result:
         import shap

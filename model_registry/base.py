@@ -65,6 +65,24 @@ def last_conv_layer(module: nn.Module) -> str | None:
     return name
 
 
+class PredictProbaModule(nn.Module):
+    """A black box that offers only ``predict_proba`` (e.g. a scikit-learn estimator), seen through
+    the model contract: ``forward`` returns log-probabilities, so the handle's softmax gives back the
+    estimator's probabilities exactly, and no gradient flows through it (``ModelHandle.differentiable``
+    is False, so gradient explainers refuse it). ``digest`` (the SHA-256 of the estimator's bytes) is
+    a buffer so that :func:`weights_hash`, and with it every cache key, changes with the estimator."""
+
+    def __init__(self, estimator: object, digest: str) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.register_buffer("digest", torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.detach().reshape(len(x), -1).cpu().numpy()
+        proba = torch.as_tensor(self.estimator.predict_proba(rows), dtype=torch.float32)
+        return torch.log(proba.clamp_min(1e-12)).to(x.device)
+
+
 @dataclass
 class ModelHandle:
     """A loaded model. ``module`` is in eval mode and is fed exactly like ``Dataset.inputs``."""
@@ -90,6 +108,12 @@ class ModelHandle:
         for p in self.module.parameters():
             return p.device
         return torch.device("cpu")
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether gradients of the outputs with respect to the inputs exist (False for black boxes
+        that only offer ``predict_proba``)."""
+        return isinstance(self.module, nn.Module) and not isinstance(self.module, PredictProbaModule)
 
     def baseline_value(self) -> torch.Tensor:
         """The input that maps to zero after the model's normalisation, per channel/feature, shaped

@@ -169,10 +169,18 @@ def _load_exported(entry: ModelEntry, device: torch.device) -> nn.Module:
     return module.to(device)
 
 
+def _load_sklearn(entry: ModelEntry, device: torch.device) -> nn.Module:
+    """sklearn: a fitted estimator with predict_proba (model_registry.blackbox)."""
+    from model_registry.blackbox import load_sklearn
+
+    return load_sklearn(entry, device)
+
+
 MODEL_LOADERS: dict[str, Callable[[ModelEntry, torch.device], nn.Module]] = {
     "torchscript": _load_torchscript,
     "state_dict": _load_state_dict,
     "exported": _load_exported,
+    "sklearn": _load_sklearn,
 }
 
 

@@ -10,7 +10,7 @@ Example::
 
     [[model]]
     id = "my_net"
-    kind = "torchscript"          # torchscript | state_dict | exported
+    kind = "torchscript"          # torchscript | state_dict | exported | sklearn
     path = "/abs/path/model.pt"   # or relative to the manifest's folder
     task = "image"                # image | tabular
     input_shape = [3, 64, 64]
@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 FACTORY_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-MODEL_KINDS = ("torchscript", "state_dict", "exported")
+MODEL_KINDS = ("torchscript", "state_dict", "exported", "sklearn")
 DATASET_KINDS = ("image_folder", "npz", "table")
 TASKS = ("image", "tabular")
 # Dataset kinds whose ``path`` is a folder; every other entry points at a file.
@@ -237,7 +237,7 @@ _MODEL_KEYS: dict[str, _Key] = {
     "dataset": _Key(_ident),
     "factory": _Key(_factory, kinds=frozenset({"state_dict"})),
     "factory_kwargs": _Key(_table, kinds=frozenset({"state_dict"})),
-    "trust": _Key(_boolean, kinds=frozenset({"state_dict"})),
+    "trust": _Key(_boolean, kinds=frozenset({"state_dict", "sklearn"})),
     "normalize_mean": _Key(_list_of(_number)),
     "gradcam_layer": _Key(_text),
     "layers": _Key(_unique_names),
@@ -281,6 +281,16 @@ def _check_factory(v: dict) -> str | None:
     return "kind 'state_dict' needs factory = 'package.module:callable' that builds the nn.Module"
 
 
+def _check_sklearn(v: dict) -> str | None:
+    if v.get("kind") != "sklearn":
+        return None
+    if v.get("task", "tabular") != "tabular":
+        return "kind 'sklearn' is for tabular models (task = 'tabular')"
+    if not v.get("trust"):
+        return "kind 'sklearn' loads a pickle, which can run code; set trust = true if you trust this file"
+    return None
+
+
 def _check_factory_kwargs(v: dict) -> str | None:
     if "factory_kwargs" in v and "factory" not in v:
         return "factory_kwargs given without factory"
@@ -293,7 +303,7 @@ def _check_label(v: dict) -> str | None:
     return None
 
 
-_MODEL_CHECKS = (_check_shape_for_task, _check_normalize_mean, _check_factory, _check_factory_kwargs)
+_MODEL_CHECKS = (_check_shape_for_task, _check_normalize_mean, _check_factory, _check_factory_kwargs, _check_sklearn)
 _DATASET_CHECKS = (_check_label,)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from data.loaders import source_stamp
-from model_registry.base import ModelError, ModelHandle, pick_device
+from model_registry.base import ModelError, ModelHandle, pick_device, weights_hash
 from model_registry.loaders import load_model
 from model_registry.manifest import ID_PATTERN, EntryError, ModelEntry, current_manifest
 
@@ -183,4 +183,7 @@ def register_model(handle: ModelHandle) -> None:
         if handle.id in _zoo() or current_manifest().model(handle.id) is not None:
             raise ModelError(f"model id {handle.id!r} is already used by a built-in or manifest model")
         handle.source = "session"
+        # the cache key holds the weights hash: without it, new weights under an old id would be
+        # served the old results (and the store refuses items without one)
+        handle.weights_hash = handle.weights_hash or weights_hash(handle.module)
         _SESSION[handle.id] = handle

@@ -1,11 +1,11 @@
-"""Home: what Loupe is, what is registered (with status), recent runs, and a shared run opened by
-its link (``/?run=<key>``). Layout only."""
+"""Home: what Loupe is, what is registered (with status), recent runs as links, a quick start; and
+the router of share links: ``/?run=<key>`` opens the stored result on the page of its kind, and an
+unknown or malformed key says "Run not found". Layout only."""
 import pandas as pd
 import streamlit as st
 
 import loupe
-from views.figures import attribution_overlay, feature_bars
-from views.runs import metric_summary, metrics_table
+from views.runs import run_page
 
 
 @st.cache_data(ttl=5, show_spinner="Reading the registries…")
@@ -14,43 +14,16 @@ def listings() -> tuple[list[dict], list[dict], list[dict]]:
     return loupe.models(), loupe.datasets(), loupe.explainers()
 
 
-def show_run(key: str) -> None:
-    """The stored run behind a share link, or a clear message when there is none."""
-    try:
-        res = loupe.run(key)
-    except loupe.user_errors() as err:
-        st.error(f"Run not found. {err}")
-        st.page_link("pages/home.py", label="Back to the home page", icon=":material/home:")
-        return
-    meta = res.provenance
-    st.subheader(f"{meta['explainer_id']} · {meta['model_id']} · {meta['dataset_id']}")
-    st.caption(f"Run `{res.key}` · {meta['n_samples']} samples · stored {meta['created']} · device {meta['device']}")
-    st.code(res.link, language=None)
-    with st.expander("Parameters"):
-        st.json(meta["params"])
-    st.dataframe(metric_summary(res), width="stretch")
-    dataset = loupe.dataset(meta["dataset_id"])
-    shown = res.sample_ids[:12]
-    columns = st.columns(4)
-    for i, sid in enumerate(shown):
-        with columns[i % 4]:
-            title = f"#{sid} · {dataset.classes[res.targets[i]]} ({res.confidences[i]:.2f})"
-            if dataset.task == "image":
-                fig = attribution_overlay(dataset.inputs([sid])[0].numpy(), res.attributions[i], title=title)
-            else:
-                fig = feature_bars(res.attributions[i], dataset.feature_names or [], top=10, title=title)
-            st.plotly_chart(fig, key=f"run-{sid}", config={"displayModeBar": False})
-    if len(res.sample_ids) > len(shown):
-        st.caption(f"Showing {len(shown)} of {len(res.sample_ids)} samples; the table has them all.")
-    table = metrics_table(res)
-    st.dataframe(table, hide_index=True, width="stretch")
-    st.download_button("Download CSV", loupe.export(res.key).to_csv(index=False).encode(),
-                       file_name=f"loupe-{res.key[:12]}.csv", mime="text/csv")
-
-
 st.title("Loupe")
 if "run" in st.query_params:
-    show_run(st.query_params["run"])
+    try:
+        kind, target_page = run_page(st.query_params["run"])
+    except loupe.user_errors() as err:
+        st.error(f"Run not found. {err}")
+        st.stop()
+    if target_page:
+        st.switch_page(target_page, query_params={"run": st.query_params["run"]})
+    st.error(f"This link opens a stored {kind} result, which no page of this app shows yet.")
     st.stop()
 
 st.markdown(
@@ -82,7 +55,7 @@ st.subheader("Datasets")
 st.dataframe(status_table(datasets, ["id", "status", "task", "n_samples", "input_shape", "classes", "has_masks",
                                      "source", "reason"]), hide_index=True, width="stretch")
 st.subheader("Explainers")
-st.dataframe(pd.DataFrame([{k: e[k] for k in ("id", "title", "modalities", "needs_gradients", "paper")}
+st.dataframe(pd.DataFrame([{k: e[k] for k in ("id", "title", "output", "modalities", "needs_gradients", "paper")}
                            for e in explainers]), hide_index=True, width="stretch")
 
 st.subheader("Recent runs")
@@ -98,7 +71,17 @@ if recent:
 else:
     st.caption("No runs yet: run `python -m loupe explain …` or use the API, and they appear here.")
 
-with st.expander("Quick start"):
+st.subheader("Quick start")
+st.markdown(
+    "1. **Explain**: pick `shapes_cnn`, tick a few images in the gallery, choose `samp` and `osa_das`, check "
+    "the cost preview and press *Explain*. Each result has a link to copy and CSV/PNG downloads.\n"
+    "2. **Compare**: several explainers (and models) over a slice: metrics with confidence intervals, how much "
+    "they agree, and the samples they disagree on.\n"
+    "3. **Batch**: run a slice in the background, cancel or resume it, export CSV or Parquet.\n"
+    "4. **Registry**: add your own model or dataset (by path or upload); it is validated before it is saved.\n"
+    "5. **Embeddings**: UMAP of a model's penultimate activations or of attribution maps."
+)
+with st.expander("From Python or the command line"):
     st.code(
         'import loupe\n'
         'res = loupe.explain(model="shapes_cnn", dataset="shapes", samples="0:8",\n'

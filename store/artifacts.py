@@ -58,13 +58,15 @@ class ArtifactStore:
         payload = {name: np.asarray(a) for name, a in arrays.items()}
         payload[_INFO] = np.array(canonical_json({**info, "sample_ids": [int(i) for i in meta["sample_ids"]]}))
         rel = _rel(key)
-        _atomic_write(self.root / rel, lambda f: np.savez(f, **payload))
+        self.check_writable()
+        with db.guard(self.path):
+            _atomic_write(self.root / rel, lambda f: np.savez(f, **payload))
         row = {**{name: meta[name] for name in _REQUIRED if name != "sample_ids"}, "key": key, "path": rel,
                "params": canonical_json(dict(meta["params"])), "n_samples": len(meta["sample_ids"]),
                "created": meta.get("created") or schema.utc_now(), "seconds": meta.get("seconds"),
                "device": meta.get("device"), "versions": canonical_json(dict(meta.get("versions") or {}))}
         values = [row[name] for name in schema.ARTIFACT_COLUMNS]
-        with self._open() as con, db.transaction(con):
+        with self._open(write=True) as con, db.transaction(con):
             con.execute(f"INSERT OR IGNORE INTO artifacts VALUES ({', '.join('?' * len(values))})", values).fetchall()
         return key
 

@@ -15,6 +15,7 @@ millisecond without holding the database open (see :mod:`store.db` for the numbe
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -198,14 +199,18 @@ def _optional_int(value: Any, what: str) -> int | None:
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write via a temporary file and ``os.replace``. Skipped when the file exists: the name is a
-    content key, so an existing file already holds this content."""
+    content key, so an existing file already holds this content. The bytes are built in memory and
+    written by Python's file object, so a full disk raises ``OSError`` with its errno (numpy's
+    own file writes report only "n requested and m written")."""
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    buffer = io.BytesIO()
+    write(buffer)
     try:
         with open(tmp, "wb") as handle:
-            write(handle)
+            handle.write(buffer.getbuffer())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -290,14 +295,21 @@ class Store(ArtifactStore):
         self._id = os.path.abspath(self.path)
 
     @contextmanager
-    def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with the schema migrated to the current version."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with db.connection(self.path) as con:
+    def _open(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with the schema migrated to the current version (read-only when reading
+        a file this process may not write; see :func:`store.db.connection`)."""
+        with db.guard(self.path):
+            self.root.mkdir(parents=True, exist_ok=True)
+        with db.connection(self.path, write=write) as con:
             schema.migrate(con)
             yield con
 
     # -- writes --------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise :class:`store.db.StoreReadOnly` when new results could not be saved here (callers
+        check before computing them, so no work is thrown away)."""
+        db.check_writable(self.path)
+
     def put_items(self, meta: Mapping[str, Any], items: Sequence[ItemRecord]) -> None:
         """Store items computed for one request (``meta``: model_id, weights_hash, dataset_id,
         explainer_id, explainer_version, params, optional device; run fields are allowed and
@@ -307,9 +319,11 @@ class Store(ArtifactStore):
         if not unique:
             return
         created = schema.utc_now()
-        table = _items_table([_item_row(self.root, meta, rec, created) for rec in unique])
+        self.check_writable()  # before any map file is written
+        with db.guard(self.path):
+            table = _items_table([_item_row(self.root, meta, rec, created) for rec in unique])
 
-        with self._open() as con:
+        with self._open(write=True) as con:
             con.register("incoming_items", table)  # outside the transaction: after a failed
             try:  # statement, only ROLLBACK may run in it
                 with db.transaction(con):
@@ -330,7 +344,7 @@ class Store(ArtifactStore):
             raise ValueError(f"run {key}: {len(sample_ids)} sample ids but {len(keys)} item keys (need ≥ 1, equal)")
         row = self._run_values(key, run_meta, sample_ids)
 
-        with self._open() as con, db.transaction(con):
+        with self._open(write=True) as con, db.transaction(con):
             self._check_items_stored(con, key, keys)
             con.execute(f"INSERT OR IGNORE INTO runs VALUES ({', '.join('?' * len(row))})", row).fetchall()
             con.execute(

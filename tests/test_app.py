@@ -1,13 +1,12 @@
-"""The Streamlit app through AppTest: the home page lists the zoo, and share links open stored runs
-or show a clear "not found" message (never a traceback or an SQL error)."""
+"""The Streamlit app through AppTest: the home page lists the zoo, and bad share links show a clear
+"not found" message (never a traceback or an SQL error). Good links open their result on the
+page of its kind: tests/test_pages.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-
-import loupe
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 pytest.importorskip("model_registry.zoo")
@@ -42,11 +41,3 @@ def test_bad_share_links_show_not_found(bad):
     assert not at.exception
     assert at.error and "Run not found" in at.error[0].value
     assert "Traceback" not in _text(at) and "SQL" not in _text(at)
-
-
-def test_share_link_opens_the_stored_run():
-    res = loupe.explain("shapes_cnn", "shapes", "60:62", "saliency")
-    at = _run({"run": res.key})
-    assert not at.exception
-    assert "saliency" in at.subheader[0].value and "shapes_cnn" in at.subheader[0].value
-    assert at.get("download_button") and not at.error

@@ -52,19 +52,64 @@ def app_url():
             pytest.fail("the Streamlit server did not become healthy within 60 s")
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        proc.terminate()  # the server also stops its embedded Dask cluster, which takes a while under load
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        browser.close()
+        yield launched
+        launched.close()
+
+
+def _new_page(browser):
+    return browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return _new_page(browser)
+
+
+def _shot(page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its main block, so the viewport is
+    made as tall as that block first."""
+    height = page.evaluate("(() => { const b = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
+                           " return b.getBoundingClientRect().top + b.scrollHeight; })()")
+    page.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 100, 8000))})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def _idle(page, timeout: float = 120_000) -> None:
+    """Wait until Streamlit has finished the current script run (the app root's script state)."""
+    page.wait_for_timeout(200)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(state="attached",
+                                                                                       timeout=timeout)
+
+
+def _number(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    _idle(page)
+
+
+def _choose(page, label: str, option: str) -> None:
+    page.get_by_label(label).first.click()
+    page.get_by_role("option", name=option).first.click()
+    page.keyboard.press("Escape")
+    _idle(page)
 
 
 def test_home_page_lists_the_zoo(app_url, page):
@@ -72,22 +117,137 @@ def test_home_page_lists_the_zoo(app_url, page):
     page.get_by_text("Models", exact=True).first.wait_for(timeout=60_000)
     # st.dataframe draws on a canvas; its cells exist in the DOM for accessibility but are hidden
     page.get_by_text("shapes_resnet").first.wait_for(state="attached", timeout=30_000)
-    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    _shot(page, "home")
     assert "Traceback" not in page.content()
 
 
 def test_share_link_shows_the_stored_result_quickly(app_url, page):
     res = loupe.explain("shapes_cnn", "shapes", "0:4", "integrated_gradients")
-    page.goto(app_url)  # the first script run warms imports, as a user's open app would be
-    page.get_by_text("Models", exact=True).first.wait_for(timeout=60_000)
+    page.goto(f"{app_url}/explain")  # warms imports and the app's Dask cluster, as in a user's open app
+    page.get_by_text("#11 ·").first.wait_for(timeout=120_000)  # the gallery's predictions ran on the worker
+    _idle(page)
     started = time.monotonic()
     page.goto(f"{app_url}/?run={res.key}")
-    page.get_by_text(res.key).first.wait_for(timeout=30_000)
+    page.get_by_text(f"?run={res.key}").first.wait_for(timeout=30_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
     seconds = time.monotonic() - started
-    page.screenshot(path=str(ARTIFACTS / "run_link.png"), full_page=True)
+    _shot(page, "run_link")
     print(f"share link rendered its result in {seconds:.2f} s")
-    assert page.locator(".js-plotly-plot").count() == 4
+    assert "/explain?" in page.url and "samples=0%2C1%2C2%2C3" in page.url
     page.goto(f"{app_url}/?run=not-a-key")
     page.get_by_text("Run not found").wait_for(timeout=30_000)
-    page.screenshot(path=str(ARTIFACTS / "bad_link.png"), full_page=True)
+    _shot(page, "bad_link")
+
+
+@pytest.mark.slow
+def test_user_walk_explain_share_batch(app_url, browser):
+    """Open the app, explain a shapes image with samp and osa_das (small, fast params), see two maps
+    and their metrics, open a result's link in a fresh context (no recomputation), run a small batch
+    and download its CSV; screenshots of every page go to artifacts/."""
+    page = _new_page(browser)
+    page.goto(app_url)
+    page.get_by_text("Quick start").first.wait_for(timeout=60_000)
+    page.get_by_role("link", name="Explain").first.click()
+    page.get_by_text("Gallery from sample").wait_for(timeout=60_000)
+    _idle(page)
+    page.get_by_text("#3 · circle → circle").wait_for(timeout=120_000)  # predictions came from the worker
+    page.get_by_text("select #3", exact=True).click()
+    page.wait_for_url("**samples=3**", timeout=30_000)
+    _idle(page)
+    _choose(page, "Explainers", "SAMP++ (salient manipulation path) (samp)")
+    _choose(page, "Explainers", "OSA-DAS occlusion (osa_das)")
+    page.get_by_text("SAMP++ (salient manipulation path) parameters").click()
+    _number(page, "n_frag", "4")
+    _number(page, "pixels_per_step", "512")
+    page.get_by_text("OSA-DAS occlusion parameters").click()
+    _number(page, "n_views", "2")
+    _number(page, "patch", "16")
+    _number(page, "stride", "16")
+    assert "samp.n_frag=4" in page.url and "osa_das.n_views=2" in page.url
+    page.get_by_text("Cost preview").wait_for()
+    _shot(page, "explain_setup")
+
+    runs_before = len(loupe.runs())
+    started = time.monotonic()
+    page.get_by_role("button", name="Explain").click()
+    page.get_by_text("osa_das: computed 1 sample(s)").wait_for(timeout=300_000)
+    _idle(page, 300_000)
+    print(f"first explain (samp + osa_das, 1 image, CPU, cold worker) took {time.monotonic() - started:.1f} s")
+    links = [c for c in page.locator('[data-testid="stCode"]').all_inner_texts() if "?run=" in c]
+    assert len(links) == 2, links
+    assert page.get_by_text("deletion_auc").count() >= 2 and page.get_by_text("insertion_auc").count() >= 2
+    assert page.locator(".js-plotly-plot").count() >= 2
+    _shot(page, "explain_results")
+    assert len(loupe.runs()) == runs_before + 2
+
+    started = time.monotonic()
+    page.get_by_role("button", name="Explain").click()
+    page.get_by_text("osa_das: from the store, no model pass").wait_for(timeout=30_000)
+    answered = time.monotonic() - started
+    _idle(page)
+    cached = time.monotonic() - started
+    print(f"cached result: served {answered:.2f} s and fully rendered {cached:.2f} s after the click (goal < 1 s)")
+    page.get_by_text("Show deletion/insertion curves and method details").click()
+    page.get_by_text("SAMP path logits").first.wait_for(timeout=30_000)
+    page.get_by_text("OSA-DAS window scores").first.wait_for(timeout=30_000)
+    _idle(page)
+    _shot(page, "explain_details")
+
+    link = links[0].strip()
+    fresh = _new_page(browser)
+    started = time.monotonic()
+    fresh.goto(link)
+    fresh.get_by_text(link).first.wait_for(timeout=30_000)
+    fresh.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    shared = time.monotonic() - started
+    print(f"share link showed its result {shared:.2f} s after navigation (goal < 3 s)")
+    _shot(fresh, "share_link")
+    fresh.context.close()
+    tab = page.context.new_page()  # a new tab of the first browser: its own session, the app's files cached
+    started = time.monotonic()
+    tab.goto(link)
+    tab.get_by_text(link).first.wait_for(timeout=30_000)
+    tab.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    print(f"share link in a new tab showed its result {time.monotonic() - started:.2f} s after navigation")
+    tab.close()
+    assert len(loupe.runs()) == runs_before + 2  # nothing recomputed or re-recorded
+
+    page.goto(f"{app_url}/batch")
+    page.get_by_text("New batch").wait_for(timeout=60_000)
+    _idle(page)
+    samples = page.get_by_label("Samples", exact=True)
+    samples.fill("0:4")
+    samples.press("Enter")
+    _idle(page)
+    _choose(page, "Explainers", "Saliency (gradient) (saliency)")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("4/4 sample explanations").wait_for(timeout=120_000)
+    _idle(page)
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_role("button", name="Download CSV").click()
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("run_key,link,model,dataset,sample_id")
+    _shot(page, "batch")
+    print(f"batch CSV: {len(rows) - 1} rows")
+
+    page.goto(f"{app_url}/compare?dataset=shapes&models=shapes_cnn,shapes_resnet&explainers=saliency,gradcam"
+              "&samples=0:4")
+    page.get_by_role("button", name="Compute missing").click()
+    page.get_by_text("Metrics (mean ± 95% CI over the samples)").wait_for(timeout=120_000)
+    _idle(page)
+    _shot(page, "compare")
+
+    page.goto(f"{app_url}/embeddings?model=digits_cnn&dataset=digits&samples=0:60")
+    page.get_by_role("button", name="Compute embedding").click()
+    page.get_by_text("Colour by").wait_for(timeout=300_000)
+    _idle(page)
+    page.locator(".js-plotly-plot .scatterlayer .point").first.wait_for(timeout=30_000)
+    assert "run=" in page.url
+    _shot(page, "embeddings")
+
+    for name in ("registry", "home"):
+        page.goto(f"{app_url}/{'' if name == 'home' else name}")
+        page.get_by_role("heading", name="Loupe" if name == "home" else name.capitalize()).first.wait_for(timeout=60_000)
+        _idle(page)
+        assert "Traceback" not in page.content()
+        _shot(page, name)

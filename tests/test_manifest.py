@@ -115,7 +115,7 @@ def test_missing_manifest_is_empty(home: Path) -> None:
 BAD_ENTRIES = [
     ("missing_file", lambda h: model("missing_file", h / "nope.ts"), r"path file '.*nope.ts' does not exist"),
     ("bad_kind", lambda h: model("bad_kind", h / "good.ts", kind="onnx"),
-     r"kind must be one of \['torchscript', 'state_dict', 'exported'\], got 'onnx'"),
+     r"kind must be one of \['torchscript', 'state_dict', 'exported', 'sklearn'\], got 'onnx'"),
     ("bad_key", lambda h: model("bad_key", h / "good.ts", colour="red"), r"unknown key\(s\) \['colour'\]"),
     ("traversal", lambda h: model("traversal", "../../etc/passwd"), r"contains '\.\.' \(path traversal"),
     ("abs_traversal", lambda h: model("abs_traversal", f"{h}/../{h.name}/good.ts"), "path traversal"),

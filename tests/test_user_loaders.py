@@ -204,7 +204,8 @@ def test_missing_factory_module_is_reported(home: Path) -> None:
 def test_corrupt_weights_file_names_the_model(home: Path, kind: str) -> None:
     bad = _write(home / "corrupt.bin", "this is not a model " * 20)
     with pytest.raises(ModelError, match=f"model 'm': .*corrupt.bin.* not a readable"):
-        load(home, kind, bad, **({"factory": f"{FACTORY}:build"} if kind == "state_dict" else {}))
+        load(home, kind, bad, **({"factory": f"{FACTORY}:build"} if kind == "state_dict" else
+                                 {"trust": True, "task": "tabular", "input_shape": [4]} if kind == "sklearn" else {}))
 
 
 def test_pickled_module_is_refused_without_trust_and_loads_with_it(home: Path) -> None:

@@ -1,14 +1,17 @@
 """Plotly figures for attribution results. Display normalisation lives here, never in explainers:
 signed maps use a diverging scale centred on zero (scaled by the largest |value|), so red means
-evidence for the target and blue evidence against it."""
+evidence for the target and blue evidence against it; maps without negative values (OSA-DAS,
+absolute saliency) use a sequential scale from zero."""
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 DIVERGING = "RdBu_r"
+SEQUENTIAL = "Reds"
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -29,14 +32,23 @@ def symmetric_limit(values: np.ndarray) -> float:
     return peak if peak > 0 else 1.0
 
 
+def colour_scale(attribution: np.ndarray) -> tuple[str, float, float]:
+    """(scale, zmin, zmax): diverging and symmetric about zero when the map has negative values,
+    else sequential from zero to its maximum."""
+    limit = symmetric_limit(attribution)
+    if np.size(attribution) and float(np.nanmin(attribution)) < 0:
+        return DIVERGING, -limit, limit
+    return SEQUENTIAL, 0.0, limit
+
+
 def attribution_overlay(image: np.ndarray, attribution: np.ndarray, opacity: float = 0.6,
                         title: str = "") -> go.Figure:
-    """The image with the signed attribution map drawn over it on a diverging scale."""
-    limit = symmetric_limit(attribution)
+    """The image with the attribution map drawn over it (scale from :func:`colour_scale`)."""
+    scale, low, high = colour_scale(attribution)
     fig = go.Figure()
     fig.add_trace(go.Image(z=to_rgb_uint8(image), hoverinfo="skip"))
     fig.add_trace(go.Heatmap(
-        z=np.asarray(attribution, dtype=np.float32), colorscale=DIVERGING, zmin=-limit, zmax=limit, zmid=0,
+        z=np.asarray(attribution, dtype=np.float32), colorscale=scale, zmin=low, zmax=high,
         opacity=opacity, colorbar={"thickness": 10, "len": 0.8},
         hovertemplate="row %{y}, col %{x}<br>attribution %{z:.3g}<extra></extra>",
     ))
@@ -58,3 +70,62 @@ def feature_bars(attribution: np.ndarray, feature_names: Sequence[str], top: int
     fig.update_layout(title=title, margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
                       height=max(240, 22 * len(order)))
     return fig
+
+
+def overlay_png(image: np.ndarray, attribution: np.ndarray, opacity: float = 0.6) -> bytes:
+    """The overlay of :func:`attribution_overlay` as PNG bytes (same scale and opacity), drawn with
+    Pillow so no browser or image-export engine is needed."""
+    from PIL import Image
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    scale, low, high = colour_scale(attribution)
+    lut = np.array([unlabel_rgb(c) for c in sample_colorscale(scale, np.linspace(0, 1, 256))], dtype=np.float32)
+    values = np.nan_to_num(np.asarray(attribution, dtype=np.float32))
+    index = np.clip(np.round((values - low) / (high - low) * 255), 0, 255).astype(np.int64)
+    blended = (1 - opacity) * to_rgb_uint8(image).astype(np.float32) + opacity * lut[index]
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(blended, 0, 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _small(fig: go.Figure, title: str, height: int = 220) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin={"l": 0, "r": 0, "t": 60, "b": 0},
+                      legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
+    return fig
+
+
+def curves_figure(fractions: np.ndarray, deletion: np.ndarray, insertion: np.ndarray, title: str = "") -> go.Figure:
+    """Deletion and insertion curves of one sample: the normalised target logit against the
+    fraction of units moved (specs/samp.md §3); the AUCs are their means."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=fractions, y=deletion, name=f"deletion (AUC {np.mean(deletion):.3f})", mode="lines"))
+    fig.add_trace(go.Scatter(x=fractions, y=insertion, name=f"insertion (AUC {np.mean(insertion):.3f})", mode="lines"))
+    fig.update_xaxes(title="fraction of units moved")
+    fig.update_yaxes(title="logit / f(x)")
+    return _small(fig, title or "Deletion / insertion")
+
+
+def path_logits_figure(paths: dict[str, np.ndarray], title: str = "") -> go.Figure:
+    """SAMP's target logit along each manipulation path of one sample (NaN padding dropped)."""
+    fig = go.Figure()
+    for name, logits in paths.items():
+        values = np.asarray(logits, dtype=np.float64)
+        values = values[~np.isnan(values)]
+        fig.add_trace(go.Scatter(x=np.arange(len(values)), y=values, name=f"{name} path", mode="lines+markers",
+                                 marker={"size": 3}))
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="target logit")
+    return _small(fig, title or "SAMP path logits")
+
+
+def patch_grid_figure(scores: np.ndarray, evaluated: np.ndarray | None = None, title: str = "") -> go.Figure:
+    """OSA-DAS's per-window scores (1 − subspace similarity) on the window grid; windows the
+    gradient pre-selection skipped are left empty."""
+    z = np.asarray(scores, dtype=np.float64).copy()
+    if evaluated is not None:
+        z[~np.asarray(evaluated, dtype=bool)] = np.nan
+    fig = go.Figure(go.Heatmap(z=z, colorscale=SEQUENTIAL, colorbar={"thickness": 10},
+                               hovertemplate="window row %{y}, col %{x}<br>score %{z:.3g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="window row")
+    fig.update_xaxes(title="window col")
+    return _small(fig, title or "OSA-DAS window scores", height=260)

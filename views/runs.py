@@ -27,3 +27,21 @@ def metric_summary(res: Result) -> pd.DataFrame:
     n = numeric.notna().sum()
     half = 1.96 * numeric.std(ddof=1) / np.sqrt(n.clip(lower=1))
     return pd.DataFrame({"mean": numeric.mean(), "± 95% CI": half.fillna(0.0), "n": n}).round(4)
+
+
+RUN_PAGES = {
+    "attribution": "pages/explain.py",
+    "embedding": "pages/embeddings.py",
+    "rules": "pages/rules.py",
+    "pathways": "pages/pathways.py",
+}
+"""Result kind -> the page that opens a stored result of that kind from its ``?run=<key>`` link."""
+
+
+def run_page(key: str) -> tuple[str, str | None]:
+    """(kind, page) of the stored result ``key``; the page is None when no page shows that kind.
+    A malformed or unknown key raises InvalidKey / RunNotFound (user errors)."""
+    import loupe
+
+    kind = loupe.kind_of(key)
+    return kind, RUN_PAGES.get(kind)

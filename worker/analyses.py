@@ -90,6 +90,7 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
         return replace(store.get_artifact(key), link=run_link(key), cached=True)
     except RunNotFound:
         pass
+    store.check_writable()  # before any work whose result could not be saved
     started = time.perf_counter()
     job = AnalysisJob(_model_ref(model), chosen, checked.to_dict(), prepared.inputs)
     info, arrays, device = _execute(job, model)

@@ -16,14 +16,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data.base import Dataset
-from explainers.base import Result
+from explainers.base import Passes, Result
 from explainers.registry import get_explainer
 from explainers.runner import ExplainError, Progress, check_compatible, library_versions, parse_target
 from model_registry.base import ModelHandle
 from store.keys import item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, RunNotFound, Store
-from worker.jobs import Job, ModelRef, run_job, run_sanity_job
+from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, run_sanity_job, time_passes
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
@@ -248,12 +248,26 @@ def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
                                "dataset": req.dataset.id, **meta})
 
 
+def find_stored(req: Request, store: Store | None = None) -> Result | None:
+    """The stored run of ``req`` (one lookup, no model pass), or None when it was never run."""
+    store = store or Store()
+    meta = _run_meta(req)
+    try:
+        stored = store.get_run(run_key(**{k: meta[k] for k in _RUN_KEY_FIELDS}))
+    except RunNotFound:
+        return None
+    return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
+
+
 def explain_cached(req: Request, *, store: Store | None = None, batch_size: int = 16, chunk_size: int = CHUNK_SIZE,
                    progress: Progress | None = None, cancel: threading.Event | None = None) -> Result:
     """Serve ``req`` from the store, computing only what is missing on the cluster.
 
     A stored run is returned after one lookup; otherwise stored samples are reused, the rest run as
     chunk jobs and are stored as they finish, and the run is recorded last."""
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ExplainError(f"{name} must be an integer ≥ 1, got {value!r}")
     store = store or Store()
     started = time.perf_counter()
     meta = _run_meta(req)
@@ -264,6 +278,7 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
         return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
     except RunNotFound:
         pass
+    store.check_writable()  # before any work whose result could not be saved
     keys = dict(zip(req.sample_ids, req.item_keys()))
     found = store.lookup(list(keys.values()))
     missing = [i for i in req.sample_ids if keys[i] not in found]
@@ -300,3 +315,72 @@ def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
         return future.result()
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise _failure(err, job) from err
+
+
+def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:
+    """``fn(ref, *args, file_bytes)`` for a small job: on the cluster, or in this process for
+    session models (seeded with the live handle); failures become JobFailed."""
+    from worker.jobs import remember
+
+    ref = _model_ref(model)
+    if _in_process(model):
+        remember(model)
+        return fn(ref, *args)
+    from worker.cluster import get_client, uses_gpu_resources
+
+    client = get_client()
+    resources = {"GPU": 1} if uses_gpu_resources(client) else None
+    future = client.submit(fn, ref, *args, _ship_model_file(client, ref), pure=False, resources=resources)
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise failure(err, f"{fn.__name__} for {model.id}", "try again") from err
+
+
+def predict(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]) -> np.ndarray:
+    """Class probabilities of ``sample_ids`` (N×classes), computed on the worker."""
+    check_compatible(model, dataset)
+    ids = [int(i) for i in dataset.check_ids(sample_ids)]
+    return _on_worker(model, predict_job, dataset.inputs(ids).numpy())
+
+
+_PASS_TIMES: dict[tuple[str, str], PassTime] = {}
+
+
+def pass_time(model: ModelHandle) -> PassTime:
+    """The model's measured seconds per forward and backward row on the worker's device (a job on
+    the cluster, or in this process for session models), cached per model for this process."""
+    key = (model.id, model.weights_hash)
+    if key in _PASS_TIMES:
+        return _PASS_TIMES[key]
+    _PASS_TIMES[key] = _on_worker(model, time_passes)
+    return _PASS_TIMES[key]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What running a request would cost: the samples not in the store yet, their model passes, and
+    the seconds those passes take at the worker's measured pass time (a (low, high) range)."""
+
+    explainer_id: str
+    n_samples: int
+    n_cached: int
+    passes: Passes
+    seconds: tuple[float, float]
+    device: str
+
+
+def estimate(req: Request) -> Estimate:
+    """The cost preview of ``req``: only samples missing from the store count."""
+    from explainers.runner import sample_passes
+
+    found = Store().lookup(req.item_keys())
+    missing = len(req.sample_ids) - len(found)
+    passes = sample_passes(req.model, req.explainer_id, req.params).times(missing)
+    timing = pass_time(req.model) if missing else None
+    seconds = tuple(
+        0.0 if timing is None else passes.forward[i] * timing.forward_s + passes.backward[i] * timing.backward_s
+        for i in (0, 1)
+    )
+    return Estimate(req.explainer_id, len(req.sample_ids), len(found), passes, seconds,  # type: ignore[arg-type]
+                    timing.device if timing else str(req.model.device))

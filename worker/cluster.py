@@ -49,12 +49,19 @@ def _configure_dask() -> None:
 
 
 def _connect(address: str):
+    """A client of the scheduler at ``address``; None when it cannot be reached and the user allows
+    the embedded fallback (with a warning saying so). A malformed address is always an error."""
     from distributed import Client
 
     try:
         return Client(address, timeout=f"{os.environ.get('LOUPE_SCHEDULER_TIMEOUT', '10')}s", set_as_default=False)
+    except ValueError as err:  # distributed's address parser: no port, unknown scheme
+        raise ClusterError(f"LOUPE_SCHEDULER={address!r} is not a Dask scheduler address ({err}); "
+                           "write it as tcp://HOST:8786") from None
     except (OSError, TimeoutError) as err:
         if os.environ.get("LOUPE_ALLOW_EMBEDDED_FALLBACK") == "1":
+            warnings.warn(f"cannot reach the Dask scheduler at {address} ({err}); using the embedded cluster "
+                          "because LOUPE_ALLOW_EMBEDDED_FALLBACK=1", RuntimeWarning, stacklevel=2)
             return None
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address} (LOUPE_SCHEDULER): {err}. Start it with "

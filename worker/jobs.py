@@ -154,6 +154,71 @@ def run_job(job: Job, file_bytes: bytes | None = None) -> tuple[Result, int]:
     return res, counter.count
 
 
+@dataclass(frozen=True)
+class PassTime:
+    """Measured seconds per row of a model on a worker's device: ``forward_s`` for a forward pass
+    (inference mode), ``backward_s`` for the extra backward pass to the input."""
+
+    model_id: str
+    device: str
+    forward_s: float
+    backward_s: float
+    rows: int
+
+
+_PASS_TIMES: dict[tuple[str, str, str], PassTime] = {}
+
+
+def _best_seconds(step, repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls of ``step`` after one warm-up call (CUDA synchronised)."""
+    import time
+
+    times = []
+    for _ in range(repeats + 1):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return min(times[1:])
+
+
+def time_passes(ref: ModelRef, file_bytes: bytes | None = None, rows: int = 32, repeats: int = 3) -> PassTime:
+    """Time the model on this worker: a batch of ``rows`` random inputs in its value range, forward
+    only and forward + backward to the input (what gradient explainers do), best of ``repeats``.
+    Cached per (model, weights hash, device) for the life of the worker."""
+    use_all_cores()
+    model = load_model_on_worker(ref, file_bytes)
+    key = (ref.model_id, ref.weights_hash, str(model.device))
+    if key not in _PASS_TIMES:
+        low, high = model.value_range
+        gen = torch.Generator().manual_seed(0)
+        x = (low + (high - low) * torch.rand(rows, *model.input_shape, generator=gen)).to(model.device)
+
+        def forward() -> None:
+            with torch.inference_mode():
+                model.module(x)
+
+        def forward_backward() -> None:
+            leaf = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                torch.autograd.grad(model.module(leaf).sum(), leaf)
+
+        fwd = _best_seconds(forward, repeats)
+        both = _best_seconds(forward_backward, repeats)
+        _PASS_TIMES[key] = PassTime(ref.model_id, str(model.device), fwd / rows, max(both - fwd, 0.0) / rows, rows)
+    return _PASS_TIMES[key]
+
+
+def predict_job(ref: ModelRef, x: np.ndarray, file_bytes: bytes | None = None) -> np.ndarray:
+    """Class probabilities of the model for the samples ``x`` on this worker (N×classes)."""
+    use_all_cores()
+    model = load_model_on_worker(ref, file_bytes)
+    return torch.softmax(model.logits(torch.from_numpy(x)), dim=1).numpy()
+
+
 def run_sanity_job(job: Job, seed: int = 0) -> np.ndarray:
     """Model-randomisation sanity check for one chunk on this worker: per-sample Spearman between
     |map| of the trained model and of a re-initialised copy (see explainers.evaluation)."""

@@ -1,0 +1,81 @@
+"""Batch: define a job (model, dataset slice, explainers and their parameters), watch its progress,
+cancel it, resume it (finished chunks are stored, so a restart skips them), list past batches and
+export their results as CSV or Parquet. Batches run in a background thread of the app. Layout only."""
+import datetime
+
+import streamlit as st
+
+import loupe
+from views import st_layout as ui
+from worker import background
+
+st.title("Batch")
+models = {m["id"]: m for m in ui.usable_models()}
+
+st.markdown("**New batch**")
+top = st.columns(3)
+model_id = top[0].selectbox("Model", list(models), key="bt-model")
+dataset_id = top[1].selectbox("Dataset", ui.datasets_for(models[model_id]), key="bt-dataset")
+samples = top[2].text_input("Samples", "0:16", key="bt-samples", help="'a:b[:step]', '1,4,7' or 'all'")
+available = ui.explainers_for(models[model_id])
+st.session_state["bt-explainers"] = [e for e in st.session_state.get("bt-explainers", []) if e in available]
+chosen = st.multiselect("Explainers", list(available), key="bt-explainers",
+                        format_func=lambda e: f"{available[e]['title']} ({e})")
+params: dict[str, dict] = {}
+for explainer_id in chosen:
+    with st.expander(f"{available[explainer_id]['title']} parameters"):
+        params[explainer_id] = ui.params_form(available[explainer_id], f"bt-p-{explainer_id}", {})
+if st.button("Start", type="primary", key="bt-start"):
+    spec = background.BatchSpec(model_id, dataset_id, samples, params)
+    try:
+        record = background.start(spec)
+        st.session_state["bt-watch"] = record.id
+    except loupe.user_errors() as err:
+        st.error(str(err))
+
+
+def watch(batch_id: str, live: bool) -> None:
+    """Progress of one batch (a fragment refreshed every second while ``live``), with cancel and
+    resume; when a live batch ends, the whole page reruns so the list below updates."""
+    record = background.batch(batch_id)
+    if live and record.status != "running":
+        st.rerun()
+    spec = record.spec
+    st.markdown(f"**Batch `{record.id}`** · {', '.join(spec.explainers)} on {spec.model} / {spec.dataset} "
+                f"samples {spec.samples} · **{record.status}**")
+    st.progress(record.done / max(record.total, 1), text=f"{record.done}/{record.total} sample explanations")
+    if record.error:
+        st.error(record.error)
+    left, right = st.columns(2)
+    if record.status == "running":
+        left.button("Cancel", key=f"bt-cancel-{batch_id}", on_click=background.cancel, args=(batch_id,))
+    else:
+        left.button("Resume" if record.status != "done" else "Run again (from the store)", key=f"bt-resume-{batch_id}",
+                    on_click=background.start, args=(spec,))
+    if record.run_keys:
+        right.download_button("Download CSV", background.export(batch_id, "csv"), file_name=f"batch-{batch_id}.csv",
+                              mime="text/csv", key=f"bt-csv-{batch_id}", on_click="ignore")
+        right.download_button("Download Parquet", background.export(batch_id, "parquet"),
+                              file_name=f"batch-{batch_id}.parquet", mime="application/vnd.apache.parquet",
+                              key=f"bt-parquet-{batch_id}", on_click="ignore")
+
+
+past = background.list_batches()
+if "bt-watch" in st.session_state:
+    watched = background.batch(st.session_state["bt-watch"])
+    with st.container(border=True):
+        live = watched.status == "running"
+        st.fragment(watch, run_every=1.0 if live else None)(watched.id, live)
+
+st.subheader("Past batches")
+if not past:
+    st.caption("No batches yet.")
+else:
+    rows = [{"id": r.id, "status": r.status, "model": r.spec.model, "dataset": r.spec.dataset,
+             "samples": r.spec.samples, "explainers": ", ".join(r.spec.explainers), "done": f"{r.done}/{r.total}",
+             "started": datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M")} for r in past]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    ui.seed("bt-open", past[0].id)
+    opened = st.selectbox("Open a batch", [r.id for r in past], key="bt-open")
+    if opened != st.session_state.get("bt-watch"):
+        st.button("Watch this batch", key="bt-open-go", on_click=lambda: st.session_state.update({"bt-watch": opened}))

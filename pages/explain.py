@@ -1,0 +1,184 @@
+"""Explain: pick a model, a dataset and samples from a gallery, one or more explainers and their
+parameters; see the cost before running; compare the results side by side. The URL always holds the
+selection, so it reopens the same view (stored results show without recomputing). Layout only."""
+import streamlit as st
+
+import loupe
+from views import st_layout as ui
+from views.explain import TARGETS, Selection, SelectionError, caption
+
+GALLERY = 12
+SHOWN = 6
+
+st.title("Explain")
+models = {m["id"]: m for m in ui.usable_models()}
+if not models:
+    st.error("No model loads: fix the manifest entries on the Registry page.")
+    st.stop()
+first = next(iter(models.values()))
+
+if "run" in st.query_params:
+    try:
+        opened = loupe.run(st.query_params["run"])
+    except loupe.user_errors() as err:
+        st.error(f"Run not found. {err}")
+        st.stop()
+    defaults = {f["name"]: f["default"] for e in ui.listings()[2] if e["id"] == opened.provenance["explainer_id"]
+                for f in e["params"]}
+    selection = Selection.from_run(opened.provenance, defaults)
+    for key in [k for k in st.session_state if str(k).startswith("ex-")]:
+        del st.session_state[key]
+else:
+    try:
+        selection = Selection.from_query(st.query_params.to_dict(), first["id"], first.get("dataset") or "")
+    except SelectionError as err:
+        st.error(f"This link cannot be read: {err}")
+        selection = Selection(first["id"], first.get("dataset") or "")
+
+if selection.model not in models:
+    st.error(f"Unknown model {selection.model!r}; known: {', '.join(models)}")
+    selection = Selection(first["id"], first.get("dataset") or "")
+ui.seed("ex-model", selection.model)
+targets = [*TARGETS, *map(str, range(len(models[selection.model]["classes"])))]
+ui.seed("ex-target", selection.target if selection.target in targets else "predicted")
+ui.seed("ex-samples", list(selection.samples))
+
+top = st.columns([2, 2, 1, 1])
+model = models[top[0].selectbox("Model", list(models), key="ex-model")]
+datasets = ui.datasets_for(model)
+if not datasets:
+    st.error(f"No registered dataset matches {model['id']}'s inputs {model['input_shape']}.")
+    st.stop()
+ui.seed("ex-dataset", selection.dataset if selection.dataset in datasets else datasets[0])
+if st.session_state["ex-dataset"] not in datasets:
+    st.session_state["ex-dataset"] = datasets[0]
+dataset_id = top[1].selectbox("Dataset", datasets, key="ex-dataset")
+classes = model["classes"]
+targets = [*TARGETS, *map(str, range(len(classes)))]
+if st.session_state["ex-target"] not in targets:
+    st.session_state["ex-target"] = "predicted"
+target = top[2].selectbox("Target", targets, key="ex-target", help="explain the predicted class, the label or one class",
+                          format_func=lambda t: t if t in TARGETS else f"class {classes[int(t)]}")
+opacity = top[3].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="ex-opacity")
+dataset = loupe.dataset(dataset_id)
+image_data = dataset.task == "image"
+
+# -- gallery -------------------------------------------------------------------------------------
+chosen_ids: list[int] = [i for i in st.session_state["ex-samples"] if 0 <= i < len(dataset)]
+if len(chosen_ids) < len(st.session_state["ex-samples"]):
+    st.warning(f"Ignored sample ids outside 0…{len(dataset) - 1}: "
+               f"{', '.join(str(i) for i in st.session_state['ex-samples'] if i not in chosen_ids)}")
+
+
+def toggle(sample_id: int) -> None:
+    ids = st.session_state["ex-samples"]
+    st.session_state["ex-samples"] = [i for i in ids if i != sample_id] if sample_id in ids else [*ids, sample_id]
+
+
+picked = ", ".join(f"#{i}" for i in chosen_ids) or "none"
+ui.seed("ex-gallery-initially-open", not chosen_ids)
+gallery = st.expander(f"Samples · {len(dataset)} in {dataset_id} · selected: {picked}",
+                      expanded=st.session_state["ex-gallery-initially-open"], key="ex-gallery", on_change="rerun")
+if gallery.open:  # closed (e.g. when a link opens a result) it costs nothing: no thumbnails, no predictions
+    with gallery:
+        start = st.number_input("Gallery from sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
+                                key="ex-gallery-start")
+        ids = tuple(range(int(start), min(int(start) + GALLERY, len(dataset))))
+        try:
+            rows = ui.predictions(model["id"], dataset_id, ids)
+        except loupe.user_errors() as err:
+            st.error(str(err))
+            st.stop()
+        pictures = ui.thumbnails(dataset_id, ids) if image_data else [None] * len(ids)
+        columns = st.columns(6)
+        for k, (row, picture) in enumerate(zip(rows, pictures)):
+            with columns[k % 6]:
+                text = caption(row["sample_id"], dataset.classes, row["label"], row["prediction"], row["confidence"])
+                if picture is not None:
+                    st.image(picture, caption=text, width="stretch")
+                else:
+                    st.caption(text)
+                st.session_state[f"ex-pick-{row['sample_id']}"] = row["sample_id"] in chosen_ids
+                st.checkbox(f"select #{row['sample_id']}", key=f"ex-pick-{row['sample_id']}", on_change=toggle,
+                            args=(row["sample_id"],))
+
+# -- explainers and their parameters ---------------------------------------------------------------
+available = ui.explainers_for(model)
+unknown = [e for e in selection.explainers if e not in available]
+if unknown:
+    st.error(f"Unknown or inapplicable explainer(s) for {model['id']}: {', '.join(unknown)}")
+ui.seed("ex-explainers", [e for e in selection.explainers if e in available])
+st.session_state["ex-explainers"] = [e for e in st.session_state["ex-explainers"] if e in available]
+chosen = st.multiselect("Explainers", list(available), key="ex-explainers",
+                        format_func=lambda e: f"{available[e]['title']} ({e})")
+params: dict[str, dict] = {}
+for explainer_id in chosen:
+    with st.expander(f"{available[explainer_id]['title']} parameters"):
+        st.caption(available[explainer_id]["description"])
+        params[explainer_id] = ui.params_form(available[explainer_id], f"ex-p-{explainer_id}",
+                                              selection.params.get(explainer_id, {}))
+
+current = Selection(model["id"], dataset_id, tuple(chosen_ids), tuple(chosen), params, target)
+st.query_params.from_dict(current.to_query({e: available[e]["params"] for e in chosen}))
+
+if not chosen_ids or not chosen:
+    st.info("Select samples in the gallery and at least one explainer.")
+    st.stop()
+
+# -- cost preview and run --------------------------------------------------------------------------
+estimates, problems = [], []
+for explainer_id in chosen:
+    try:
+        est = loupe.estimate(model["id"], dataset_id, chosen_ids, explainer_id, params[explainer_id], target)
+    except loupe.user_errors() as err:
+        problems.append(f"{explainer_id}: {err}")
+        continue
+    low, high = est.seconds
+    estimates.append({
+        "explainer": explainer_id, "samples": est.n_samples, "stored": est.n_cached,
+        "forward passes": "–".join(dict.fromkeys(map(str, est.passes.forward))),
+        "backward passes": "–".join(dict.fromkeys(map(str, est.passes.backward))),
+        "predicted seconds": "–".join(dict.fromkeys(f"{s:.2g}" for s in (low, high))), "device": est.device,
+    })
+for problem in problems:
+    st.error(problem)
+st.dataframe(estimates, hide_index=True, width="stretch")
+st.caption("Cost preview: each explainer's passes per sample (plus prediction and metric curves) × the model's "
+           "pass time measured on the worker. Stored samples cost nothing.")
+
+if st.button("Explain", type="primary", key="ex-run", disabled=bool(problems)):
+    for explainer_id in chosen:
+        with st.status(f"{explainer_id}: {len(chosen_ids)} sample(s)…", expanded=True) as box:
+            bar = st.progress(0.0)
+            try:
+                res = loupe.explain(model["id"], dataset_id, chosen_ids, explainer_id, params[explainer_id], target,
+                                    progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                              text=f"{done}/{total} samples"))
+            except loupe.user_errors() as err:
+                box.update(label=f"{explainer_id}: failed", state="error")
+                st.error(str(err))
+                continue
+            state = "from the store, no model pass" if res.cached else f"computed {res.provenance['computed']} sample(s)"
+            box.update(label=f"{explainer_id}: {state}", state="complete", expanded=False)
+
+# -- results side by side --------------------------------------------------------------------------
+results = {e: loupe.stored(model["id"], dataset_id, chosen_ids, e, params[e], target) for e in chosen
+           if not any(p.startswith(f"{e}:") for p in problems)}
+ready = {e: r for e, r in results.items() if r is not None}
+if not ready:
+    st.info("Not computed yet: press Explain.")
+    st.stop()
+missing = [e for e in results if results[e] is None]
+if missing:
+    st.caption(f"Not computed yet for this selection: {', '.join(missing)}.")
+details = st.toggle("Show deletion/insertion curves and method details (SAMP paths, OSA-DAS windows)", key="ex-details")
+for i, sample_id in enumerate(chosen_ids[:SHOWN]):
+    any_res = next(iter(ready.values()))
+    st.markdown(f"#### {caption(sample_id, dataset.classes, int(any_res.labels[i]), int(any_res.predictions[i]), float(any_res.confidences[i]))}")
+    image = dataset.inputs([sample_id])[0].numpy() if image_data else None
+    for column, (explainer_id, res) in zip(st.columns(len(ready)), ready.items()):
+        with column:
+            ui.result_panel(res, i, image, dataset.feature_names or [], opacity, key=f"res-{explainer_id}-{sample_id}",
+                            details=details)
+if len(chosen_ids) > SHOWN:
+    st.caption(f"Showing {SHOWN} of {len(chosen_ids)} samples; the CSV downloads have them all.")

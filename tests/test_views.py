@@ -1,0 +1,134 @@
+"""The pages' pure parts: widgets from Params schemas, the Explain page's URL state, links,
+Compare's tables (on hand-built results with known agreement), figures and the PNG overlay."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explainers.base import Result
+from explainers.registry import get_explainer
+from views.compare import agreement_matrix, disagreement, metric_table
+from views.explain import Selection, SelectionError, caption, explain_link
+from views.figures import colour_scale, overlay_png, patch_grid_figure, path_logits_figure
+from model_registry.uploads import RegistrationError
+from views.params import from_query, grouped, to_query, widget, widget_value
+from views.registry import entry_values
+
+
+def test_widgets_follow_the_schema():
+    schema = get_explainer("samp").Params.schema()
+    widgets = {w.name: w for group in grouped(schema).values() for w in group}
+    assert widgets["paths"].kind == "select" and widgets["paths"].options == ("both", "deletion", "insertion")
+    assert widgets["n_frag"].kind == "int" and widgets["n_frag"].low == 0 and widgets["n_frag"].high == 100_000
+    assert widgets["momentum"].kind == "float" and "momentum" in widgets["momentum"].help.lower()
+    assert widget({"name": "abs", "type": "bool", "default": True}).kind == "toggle"
+    with pytest.raises(ValueError, match="no widget"):
+        widget({"name": "x", "type": "list", "default": []})
+
+
+def test_params_round_trip_through_the_url_keeping_only_changes():
+    schema = get_explainer("samp").Params.schema()
+    query = to_query("samp", {"n_frag": 4, "momentum": 0.5, "paths": "both"}, schema)
+    assert query == {"samp.n_frag": "4"}
+    raw = from_query("samp", {**query, "osa_das.n_views": "2", "model": "m"})
+    assert raw == {"n_frag": "4"} and get_explainer("samp").Params.from_dict(raw).n_frag == 4
+
+
+def test_selection_query_round_trip():
+    schemas = {e: get_explainer(e).Params.schema() for e in ("samp", "osa_das")}
+    sel = Selection("shapes_cnn", "shapes", (3, 7), ("samp", "osa_das"), {"samp": {"n_frag": 4}, "osa_das": {}})
+    query = sel.to_query(schemas)
+    assert query == {"model": "shapes_cnn", "dataset": "shapes", "samples": "3,7", "explainers": "samp,osa_das",
+                     "samp.n_frag": "4"}
+    back = Selection.from_query(query, "digits_cnn", "digits")
+    assert back.samples == (3, 7) and back.explainers == ("samp", "osa_das") and back.params["samp"] == {"n_frag": "4"}
+    assert Selection.from_query({}, "digits_cnn", "digits") == Selection("digits_cnn", "digits")
+    with pytest.raises(SelectionError, match="samples must be"):
+        Selection.from_query({"samples": "1,x"}, "digits_cnn", "digits")
+    with pytest.raises(SelectionError, match="target must be"):
+        Selection.from_query({"target": "best"}, "digits_cnn", "digits")
+
+
+def test_selection_from_a_stored_run_keeps_changed_params_only():
+    provenance = {"explainer_id": "samp", "model_id": "shapes_cnn", "dataset_id": "shapes", "sample_ids": [5, 2],
+                  "params": {"n_frag": 4, "momentum": 0.5}, "target": "label"}
+    sel = Selection.from_run(provenance, {"n_frag": 50, "momentum": 0.5})
+    assert sel == Selection("shapes_cnn", "shapes", (5, 2), ("samp",), {"samp": {"n_frag": 4}}, "label")
+
+
+def test_links_and_captions():
+    assert explain_link("http://h:1/", "m", "d", [4, 9], ["a", "b"]) == \
+        "http://h:1/explain?model=m&dataset=d&samples=4%2C9&explainers=a%2Cb"
+    assert caption(4, ["circle", "square"], 0, 1, 0.734) == "#4 · circle → square (0.73) ✗"
+    assert caption(4, ["circle", "square"], 1, 1, 0.9) == "#4 · square → square (0.90)"
+
+
+def _result(maps: np.ndarray, metric: list[float]) -> Result:
+    n = len(maps)
+    return Result(attributions=maps, sample_ids=list(range(10, 10 + n)), labels=np.zeros(n, int),
+                  predictions=np.zeros(n, int), targets=np.zeros(n, int), confidences=np.ones(n),
+                  metrics=[{"deletion_auc": m} for m in metric])
+
+
+def test_compare_tables_on_known_maps():
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 4, 4))
+    flipped = base.copy()
+    flipped[2] = -base[2]  # sample 12: the two maps rank in exactly the opposite order
+    results = {("m", "a"): _result(base, [0.1, 0.2, 0.3]), ("m", "b"): _result(flipped, [0.0, 0.0, 0.0]),
+               ("m", "c"): _result(base, [0.5, 0.5, 0.5])}
+    table = metric_table(results).set_index("explainer")
+    assert table.loc["a", "deletion_auc"] == f"{0.2:.3f} ± {1.96 * 0.1 / np.sqrt(3):.3f}"
+    matrix = agreement_matrix(results, "m")
+    assert matrix.loc["a", "c"] == 1.0 and matrix.loc["a", "b"] == pytest.approx((1 + 1 - 1) / 3, abs=1e-3)
+    ranked = disagreement(results, "m")
+    assert ranked["sample"].iloc[0] == 12 and ranked["mean Spearman"].iloc[0] == pytest.approx(-1 / 3, abs=1e-3)
+    assert ranked["least agreeing pair"].iloc[0] in {"a vs b", "b vs c"}
+    iou = agreement_matrix(results, "m", "top-10% IoU")
+    assert iou.loc["a", "c"] == 1.0
+    with pytest.raises(ValueError, match="two explainers"):
+        disagreement({("m", "a"): results[("m", "a")]}, "m")
+
+
+def test_colour_scale_is_diverging_only_for_signed_maps():
+    assert colour_scale(np.array([[-2.0, 1.0]])) == ("RdBu_r", -2.0, 2.0)
+    assert colour_scale(np.array([[0.0, 3.0]])) == ("Reds", 0.0, 3.0)
+
+
+def test_overlay_png_blends_the_scale_over_the_image():
+    image = np.zeros((3, 2, 2))
+    attribution = np.array([[-1.0, 0.0], [0.0, 1.0]])
+    pixels = np.asarray(Image.open(io.BytesIO(overlay_png(image, attribution, opacity=1.0))))
+    assert pixels.shape == (2, 2, 3)
+    assert tuple(pixels[1, 1]) == (103, 0, 31)                 # +1: the dark red end of RdBu_r
+    assert tuple(pixels[0, 0]) == (5, 48, 97)                  # −1: its dark blue end
+    assert np.abs(pixels[0, 1].astype(int) - 247).max() <= 2   # 0: the white middle
+    faint = np.asarray(Image.open(io.BytesIO(overlay_png(image, attribution, opacity=0.0))))
+    assert not faint.any()                                      # opacity 0: the (black) image only
+
+
+def test_extras_figures():
+    fig = path_logits_figure({"deletion": np.array([3.0, 2.0, np.nan]), "insertion": np.array([0.0, 1.0, 2.5])})
+    assert [len(t.y) for t in fig.data] == [2, 3]
+    grid = patch_grid_figure(np.ones((2, 3)), np.array([[True, False, True], [True, True, True]]))
+    assert np.isnan(grid.data[0].z[0][1]) and grid.data[0].z[1][1] == 1.0
+
+
+def test_url_values_a_widget_cannot_take_fall_back_to_the_default():
+    widgets = {w.name: w for group in grouped(get_explainer("samp").Params.schema()).values() for w in group}
+    assert widget_value(widgets["n_frag"], "4") == (4, None)
+    assert widget_value(widgets["n_frag"], "-1")[1] == "n_frag='-1' is outside [0, 100000]"
+    assert widget_value(widgets["paths"], "sideways") == ("both", "paths='sideways' is not one of ['both', 'deletion', 'insertion']")
+    assert widget_value(widget({"name": "abs", "type": "bool", "default": True}), "false") == (False, None)
+    assert widget_value(widgets["momentum"], "fast")[0] == 0.5
+
+
+def test_registry_form_values():
+    values = entry_values({"id": "m", "input_shape": "3, 64,64", "classes": "a,b", "dataset": "", "trust": False,
+                           "seed": 0}, {"input_shape": int, "classes": str})
+    assert values == {"id": "m", "input_shape": [3, 64, 64], "classes": ["a", "b"], "seed": 0}
+    with pytest.raises(RegistrationError, match="input_shape must be a comma-separated list of int"):
+        entry_values({"input_shape": "3,x"}, {"input_shape": int})

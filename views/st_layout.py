@@ -1,0 +1,148 @@
+"""Streamlit layout pieces that several pages share: registry listings, the params form rendered
+from an explainer's ``Params.schema()``, query-parameter seeding and one result panel. Layout only:
+every number comes from the ``loupe`` API or the pure view modules."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import streamlit as st
+
+import loupe
+from explainers.base import Result
+from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_png, patch_grid_figure,
+                           path_logits_figure)
+from views.params import Widget, grouped, widget_value
+from views.runs import metrics_table
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def listings() -> tuple[list[dict], list[dict], list[dict]]:
+    """Models, datasets and explainers (re-read every few seconds so manifest edits show up)."""
+    return loupe.models(), loupe.datasets(), loupe.explainers()
+
+
+def usable_models() -> list[dict]:
+    """Models whose entry loaded."""
+    return [m for m in listings()[0] if m.get("status", "ok") == "ok"]
+
+
+def datasets_for(model: Mapping[str, Any]) -> list[str]:
+    """Ids of the loadable datasets this model can read (same task; its own dataset first)."""
+    ids = [d["id"] for d in listings()[1] if d.get("status", "ok") == "ok" and d.get("task") == model.get("task")
+           and list(d.get("input_shape") or []) == list(model.get("input_shape") or [])]
+    own = model.get("dataset")
+    return sorted(ids, key=lambda d: d != own)
+
+
+def explainers_for(model: Mapping[str, Any], output: str = "attribution") -> dict[str, dict]:
+    """Explainers (or, with another ``output`` kind, analyses) whose modalities include the
+    model's task, by id."""
+    return {e["id"]: e for e in listings()[2] if model.get("task") in e["modalities"] and e["output"] == output}
+
+
+def seed(key: str, value: Any) -> None:
+    """Give widget ``key`` its value from the URL unless the user already set it this session."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+_INPUTS: dict[str, Callable[[Widget, str], Any]] = {
+    "select": lambda w, key: st.selectbox(w.name, w.options, key=key, help=w.help),
+    "toggle": lambda w, key: st.toggle(w.name, key=key, help=w.help),
+    "int": lambda w, key: st.number_input(w.name, min_value=None if w.low is None else int(w.low),
+                                          max_value=None if w.high is None else int(w.high), step=1, key=key,
+                                          help=w.help),
+    "float": lambda w, key: st.number_input(w.name, min_value=w.low, max_value=w.high, step=None, format="%.4g",
+                                            key=key, help=w.help),
+    "text": lambda w, key: st.text_input(w.name, key=key, help=w.help),
+}
+
+
+def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str, Any]) -> dict[str, Any]:
+    """Widgets for every parameter of ``explainer`` (grouped, with help text), seeded from
+    ``initial`` (URL strings or stored values); a value the widget cannot take is reported and
+    replaced by the default. Returns the chosen values."""
+    values = {}
+    for group, widgets in grouped(explainer["params"]).items():
+        if group != "main":
+            st.caption(group)
+        columns = st.columns(2)
+        for i, w in enumerate(widgets):
+            key = f"{prefix}-{w.name}"
+            if key not in st.session_state:
+                value, problem = widget_value(w, initial[w.name]) if w.name in initial else (w.default, None)
+                if problem:
+                    st.warning(f"{explainer['id']}.{problem}; using the default {w.default!r}")
+                st.session_state[key] = value
+            with columns[i % 2]:
+                values[w.name] = _INPUTS[w.kind](w, key)
+    return values
+
+
+@st.cache_data(show_spinner="Reading the dataset…", max_entries=64)
+def thumbnails(dataset_id: str, ids: tuple[int, ...]) -> list[np.ndarray]:
+    """Display images (H×W×3 uint8) of ``ids``."""
+    from views.figures import to_rgb_uint8
+
+    ds = loupe.dataset(dataset_id)
+    return [to_rgb_uint8(x) for x in ds.inputs(list(ids)).numpy()]
+
+
+@st.cache_data(show_spinner="Predicting on the worker…", max_entries=64)
+def predictions(model_id: str, dataset_id: str, ids: tuple[int, ...]) -> list[dict]:
+    """Label, prediction and confidence per sample (computed on the worker, cached)."""
+    return loupe.predict(model_id, dataset_id, list(ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def run_csv(key: str) -> bytes:
+    """The export table of a stored run as CSV (a run never changes, so this is cached by key)."""
+    return loupe.export(key).to_csv(index=False).encode()
+
+
+def _extras_figures(res: Result, i: int) -> list[Any]:
+    """The method-specific extras of sample ``i`` that have a figure (found by the extras' names)."""
+    extras = res.extras
+    figures = []
+    paths = {name: extras[f"{name}_path_logits"][i] for name in ("deletion", "insertion")
+             if f"{name}_path_logits" in extras}
+    if paths:
+        figures.append(path_logits_figure(paths))
+    if "patch_scores" in extras:
+        evaluated = extras.get("evaluated_windows")
+        figures.append(patch_grid_figure(extras["patch_scores"][i], None if evaluated is None else evaluated[i]))
+    return figures
+
+
+def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: list[str], opacity: float,
+                 key: str, details: bool) -> None:
+    """Sample ``i`` of a stored result: the map (overlay or feature bars), its metrics, with
+    ``details`` the deletion/insertion curves and the method's extras, the run's link and downloads."""
+    from explainers.evaluation import default_step
+
+    title = res.provenance.get("explainer", res.provenance.get("explainer_id", ""))
+    if image is not None:
+        st.plotly_chart(attribution_overlay(image, res.attributions[i], opacity, title=title), key=f"{key}-map",
+                        config={"displayModeBar": False})
+    else:
+        st.plotly_chart(feature_bars(res.attributions[i], feature_names, top=12, title=title), key=f"{key}-map",
+                        config={"displayModeBar": False})
+    row = metrics_table(res).iloc[[i]].drop(columns=["sample", "label", "target", "prediction"])
+    st.dataframe(row.T.rename(columns={row.index[0]: "value"}), width="stretch")
+    if details:
+        if "deletion_curve" in res.extras:
+            deletion, insertion = res.extras["deletion_curve"][i], res.extras["insertion_curve"][i]
+            units = int(np.prod(res.attributions.shape[1:]))
+            fractions = np.minimum(np.arange(len(deletion)) * default_step(units), units) / units
+            st.plotly_chart(curves_figure(fractions, deletion, insertion), key=f"{key}-curves")
+        for j, fig in enumerate(_extras_figures(res, i)):
+            st.plotly_chart(fig, key=f"{key}-extra-{j}")
+    st.code(res.link, language=None)
+    left, right = st.columns(2)
+    left.download_button("CSV", run_csv(res.key), key=f"{key}-csv",
+                         file_name=f"loupe-{res.key[:12]}.csv", mime="text/csv", on_click="ignore")
+    if image is not None:
+        right.download_button("PNG", overlay_png(image, res.attributions[i], opacity), key=f"{key}-png",
+                              file_name=f"loupe-{res.key[:12]}-{res.sample_ids[i]}.png", mime="image/png",
+                              on_click="ignore")
