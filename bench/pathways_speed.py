@@ -70,7 +70,7 @@ def main() -> None:
     floor = floor_seconds(model.module, x, eps, 1, args.steps, best) + floor_seconds(
         model.module, ds.inputs(ids), eps[:len(ids)], 1, 0, best)  # + the benign statistics pass
     print(f"{args.model}: {args.images} images x {len(grid)} strengths x {args.steps} steps "
-          f"(success {np.round(res.success_rate, 2).tolist()})")
+          f"(success {[round(float(r), 2) for r in res.success_rate]})")
     print(f"floor {floor:.1f} s at batch {best}; loupe.pathways {wall:.1f} s; ratio {wall / floor:.3f} (goal <= 1.3)")
     reopened = loupe.pathways_result(res.key)
     answers, figures = [], []

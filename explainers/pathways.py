@@ -252,7 +252,8 @@ def _conv_hooks(module: nn.Module, transitions: list[Transition], store: dict[st
             cols = torch.from_numpy(t.cols) if isinstance(step.src, inf.Source) else None
 
             def hook(_m: nn.Module, args: tuple, conv=conv, bn=bn, cols=cols, name=step.conv) -> None:
-                store.setdefault(name, []).append(inf.pair_influence(args[0].detach(), conv, bn, cols).cpu())
+                with torch.no_grad():
+                    store.setdefault(name, []).append(inf.pair_influence(args[0], conv, bn, cols).cpu())
             hooks[step.conv] = hook
     return hooks
 
@@ -367,9 +368,8 @@ def top_patches(module: nn.Module, layers: list[str], nodes: list[tuple[int, int
 # ----------------------------------------------------------------------------------------------------
 # the analysis
 # ----------------------------------------------------------------------------------------------------
-def _batch_size(device: torch.device) -> int:
-    """Images per pass: measured best on this project's CPU (bench/pathways_speed.py); larger on GPUs."""
-    return 256 if device.type == "cuda" else 128
+BATCH_SIZE = 256
+"""Images per pass (attack, statistics, edges): bench/pathways_speed.py measured 128-256 best on 2 CPU cores."""
 
 
 def attack_grid(model: ModelHandle, x: np.ndarray, target: int, params: PathwaysParams, batch_size: int
@@ -469,7 +469,7 @@ class BluffPathways(Analysis):
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Attack, node statistics, columns, edges and patches; see the module docstring."""
         module, device, layers = model.module, model.device, list(model.layers)
-        size = _batch_size(device)
+        size = BATCH_SIZE
         keep_o = _pick(model, inputs["x_original"], params.original, params.images, params.correct_only, size)
         keep_t = _pick(model, inputs["x_target"], params.target, params.images, params.correct_only, size)
         if len(keep_o) == 0 or len(keep_t) == 0:

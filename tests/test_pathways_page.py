@@ -46,7 +46,7 @@ def test_share_link_opens_the_stored_result_and_controls_answer(key: str) -> Non
     assert not at.exception and not at.info
     label = at.selectbox(key="channel").format_func(2)
     assert any(m.value.startswith(f"**{label}**") for m in at.markdown)
-    assert len(at.get("imgs")) == 1  # the channel's top dataset patches
+    assert at.image and len(at.image[0].captions) == 3  # the channel's top dataset patches (patches=3)
 
 
 @pytest.mark.parametrize("bad", ["nonsense", "0" * 64])
