@@ -106,15 +106,12 @@ def test_oidc_gate_asks_for_login_then_shows_the_user(monkeypatch: pytest.Monkey
     assert [b.label for b in at.sidebar.button] == ["Log out"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known hole: while no session of a fresh server has called st.navigation, Streamlit serves a "
-    "request for /home from the pages/ folder directly (multipage v1: PagesManager.uses_pages_directory), "
-    "without running app.py and its gate; seen in a real server too. Fix: move the page files out of a "
-    "folder named pages/ (e.g. app_pages/); then this test passes and this mark must go."))
 def test_a_page_path_does_not_open_past_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Asking for a page directly (as the URL /home does) still gets the gate."""
+    """Asking for a page directly (as the URL /home does) still gets the gate. The page files live
+    in app_pages/, not pages/: Streamlit serves a folder named pages/ as a multipage-v1 app until a
+    session of a fresh server has called st.navigation, which would run a page without app.py."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/home.py").run()
+    at.switch_page("app_pages/home.py").run()
     assert not at.exception
     assert at.text_input[0].label == "Access token" and not at.dataframe and not at.metric

@@ -78,7 +78,7 @@ def _has_auth_section() -> bool:
 def _lock(gate: Callable[[], None]) -> NoReturn:
     """Serve ``gate`` as the app's only page and stop. Registering it through ``st.navigation``
     matters: a script that stops before ``st.navigation`` makes Streamlit fall back to listing and
-    serving the files in ``pages/`` directly (``/home`` would open past the gate). Here every URL
+    serving a ``pages/`` folder directly (which is why Loupe's pages live in ``app_pages/``). Here every URL
     path lands on the gate, and the real pages are not registered until access is granted."""
     st.navigation([st.Page(gate, title="Loupe", url_path="access", default=True)], position="hidden").run()
     st.stop()

@@ -30,10 +30,10 @@ def metric_summary(res: Result) -> pd.DataFrame:
 
 
 RUN_PAGES = {
-    "attribution": "pages/explain.py",
-    "embedding": "pages/embeddings.py",
-    "rules": "pages/rules.py",
-    "pathways": "pages/pathways.py",
+    "attribution": "app_pages/explain.py",
+    "embedding": "app_pages/embeddings.py",
+    "rules": "app_pages/rules.py",
+    "pathways": "app_pages/pathways.py",
 }
 """Result kind -> the page that opens a stored result of that kind from its ``?run=<key>`` link."""
 
