@@ -2,6 +2,8 @@
 first ``--n`` test images of ``shapes`` (shapes_cnn) and ``digits`` (digits_cnn), for
 
 * OSA-DAS with its defaults (8 views, k = 3, auto window), and with ``feature="penultimate"``;
+* OSA-DAS with 8 views and k = 1 (the k ablation of specs/osadas.md §3: only the dominant direction
+  of the views' outputs, no trailing directions);
 * OSA-DAS with one view (N = 1: cosine occlusion on the output vector);
 * Captum Occlusion with the same window, stride and fill (the model's mean colour), target = the
   predicted class.
@@ -9,7 +11,7 @@ first ``--n`` test images of ``shapes`` (shapes_cnn) and ``digits`` (digits_cnn)
 Metrics are ``explainers.evaluation.evaluate`` (specs/samp.md §3: normalised-logit AUCs, mean over
 images; the pointing game uses the datasets' ground-truth masks where they exist). The table is
 written to ``--out`` (default bench/results/osadas.md) for the README. Run from the repository root:
-``python -m bench.osadas_quality``.
+``python -m bench.osadas_quality [--n 64] [--only LABEL_TEXT]``.
 """
 from __future__ import annotations
 
@@ -41,13 +43,14 @@ def methods(side: int) -> dict[str, tuple[object, object]]:
     return {
         "OSA-DAS (defaults: 8 views, k = 3, logits)": (osa, osa.Params()),
         "OSA-DAS, penultimate features": (osa, osa.Params(feature="penultimate")),
+        "OSA-DAS, 8 views, k = 1": (osa, osa.Params(subspace_dim=1)),
         "OSA-DAS, one view (N = 1)": (osa, osa.Params(n_views=1)),
         f"Captum Occlusion ({patch} px window, stride {stride})": (occ, occ.Params(window=patch, stride=stride)),
     }
 
 
-def run_case(model_id: str, dataset_id: str, n: int) -> list[dict]:
-    """One table row per method for one model/dataset pair."""
+def run_case(model_id: str, dataset_id: str, n: int, only: str = "") -> list[dict]:
+    """One table row per method (those whose label contains ``only``) for one model/dataset pair."""
     model = load_zoo_model(model_id)
     ds = load_builtin(dataset_id)
     ids = list(range(n))
@@ -56,6 +59,8 @@ def run_case(model_id: str, dataset_id: str, n: int) -> list[dict]:
     masks = ds.masks(ids)
     rows = []
     for label, (explainer, params) in methods(min(model.input_shape[-2:])).items():
+        if only not in label:
+            continue
         start = time.perf_counter()
         maps = np.concatenate([
             explainer.explain(model, x[i : i + CHUNK], target[i : i + CHUNK], params).attributions
@@ -95,8 +100,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=64, help="test images per dataset (≥ 64 for the README table)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "osadas.md")
+    parser.add_argument("--only", default="", help="run only the rows whose label contains this text")
     args = parser.parse_args(argv)
-    rows = [row for model_id, dataset_id in CASES for row in run_case(model_id, dataset_id, args.n)]
+    rows = [row for model_id, dataset_id in CASES for row in run_case(model_id, dataset_id, args.n, args.only)]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     text = table(rows, args.n, device)
     args.out.parent.mkdir(parents=True, exist_ok=True)

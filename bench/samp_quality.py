@@ -11,7 +11,8 @@ the same ~1 % of the pixels (about 103 steps) at any size. Integrated Gradients 
 the "zero after normalisation" baseline, as in the authors' comparison. The pointing game
 (tolerance 0) needs ground-truth masks, so it is reported on ``shapes`` only.
 
-Run from the repository root: ``python -m bench.samp_quality [--n 64] [--output bench/results/samp.md]``.
+Run from the repository root:
+``python -m bench.samp_quality [--n 64] [--output bench/results/samp.md] [--only LABEL_TEXT]``.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ METHODS = (
     Method("SAMP+MS", "samp", {"n_frag": 0, "momentum": 0.5}),
     Method("SAMP+IC", "samp", {"n_frag": 50, "momentum": 0.0}),
     Method("SAMP", "samp", {"n_frag": 0, "momentum": 0.0}),
+    Method("SAMP++, deletion path only", "samp", {"paths": "deletion"}),
+    Method("SAMP++, insertion path only", "samp", {"paths": "insertion"}),
     Method("Integrated Gradients (100 steps)", "integrated_gradients", {"n_steps": 100, "baseline": "normalized_zero"}),
 )
 HEADLINE, REFERENCE = METHODS[0].label, METHODS[-1].label
@@ -72,8 +75,9 @@ def _passes(extras: dict) -> float:
     return float(sum(np.asarray(v) for k, v in extras.items() if k.endswith("_steps")).mean())
 
 
-def run_model(model_id: str, n: int) -> list[dict]:
-    """One dict per method: AUCs, pointing game, passes per image, completeness gap, seconds."""
+def run_model(model_id: str, n: int, only: str = "") -> list[dict]:
+    """One dict per method (those whose label contains ``only``): AUCs, pointing game, passes per
+    image, completeness gap, map ℓ1, seconds."""
     model = load_zoo_model(model_id)
     ds = load_builtin(model.dataset)
     ids = list(range(n))
@@ -82,7 +86,7 @@ def run_model(model_id: str, n: int) -> list[dict]:
     masks = ds.masks(ids)
     step = step_per(x.shape[-2] * x.shape[-1])
     rows = []
-    for method in METHODS:
+    for method in (m for m in METHODS if only in m.label):
         explainer = get_explainer(method.explainer)
         started = time.perf_counter()
         res = explainer.explain(model, x, target, explainer.Params.from_dict(method.params))
@@ -97,6 +101,7 @@ def run_model(model_id: str, n: int) -> list[dict]:
             "pointing": _mean([m.get("pointing_hit") for m in metrics]),
             "passes": _passes(res.extras) if method.explainer == "samp" else float(method.params["n_steps"]),
             "gap": float(np.median(np.concatenate(gaps))) if gaps else float("nan"),
+            "l1": float(np.median(np.abs(res.attributions).sum(axis=(1, 2)))),
             "seconds": seconds,
         })
         print(f"{model_id:14s} {method.label:34s} del {rows[-1]['deletion']:.3f}  ins {rows[-1]['insertion']:.3f}  "
@@ -109,6 +114,8 @@ def checks(rows: list[dict]) -> list[str]:
     lines = []
     for model_id in dict.fromkeys(r["model"] for r in rows):
         by = {r["method"]: r for r in rows if r["model"] == model_id}
+        if HEADLINE not in by or REFERENCE not in by:
+            continue
         head, ref = by[HEADLINE], by[REFERENCE]
         for name, ok, text in (
             ("deletion", head["deletion"] < ref["deletion"], f"{head['deletion']:.3f} < IG {ref['deletion']:.3f}"),
@@ -137,15 +144,16 @@ def markdown(rows: list[dict], n: int, device: str) -> str:
         "step_per = ceil(H·W · 10 / 1024) (10 at 32×32 as in the paper's MNIST/CIFAR setting, 40 at 64×64). "
         "Pointing game (tolerance 0) on `shapes` masks. *passes* = forward + backward passes per image "
         "(SAMP: measured, both paths). *gap* = median per-path relative completeness gap "
-        "|Σ map − Δf| / |Δf|.",
+        "|Σ map − Δf| / |Δf|. *ℓ1* = median over images of the raw map's Σ|map| (logit units), which shows "
+        "how much each path map weighs in reduction=sum.",
         "",
-        "| model | method | deletion AUC ↓ | insertion AUC ↑ | pointing game ↑ | passes / image | gap | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | method | deletion AUC ↓ | insertion AUC ↑ | pointing game ↑ | passes / image | gap | ℓ1 | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['model']} | {r['method']} | {r['deletion']:.3f} | {r['insertion']:.3f} | "
-            f"{_cell(r['pointing'], '.3f')} | {r['passes']:.0f} | {_cell(r['gap'], '.1%')} | {r['seconds']:.1f} |"
+            f"{_cell(r['pointing'], '.3f')} | {r['passes']:.0f} | {_cell(r['gap'], '.1%')} | {r['l1']:.1f} | {r['seconds']:.1f} |"
         )
     return "\n".join([*out, "", "Goals (SAMP++ vs Integrated Gradients; pointing game ≥ 0.9 on shapes):", "", *checks(rows), ""])
 
@@ -155,8 +163,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--n", type=int, default=64, help="test images per model")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "samp.md")
+    parser.add_argument("--only", default="", help="run only the methods whose label contains this text")
     args = parser.parse_args(argv)
-    rows = [row for model_id in args.models for row in run_model(model_id, args.n)]
+    rows = [row for model_id in args.models for row in run_model(model_id, args.n, args.only)]
     device = load_zoo_model(args.models[0]).device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     page = markdown(rows, args.n, name)
