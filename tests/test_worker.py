@@ -278,3 +278,23 @@ def test_sanity_check_runs_on_the_cluster_and_separates_methods():
     saliency = loupe.sanity_check("shapes_cnn", "shapes", "0:6", "saliency")
     assert saliency.shape == (6,) and np.isfinite(saliency).all()
     assert saliency.mean() < 0.9, "a trained CNN's saliency should change when its weights are randomised"
+
+
+def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkeypatch):
+    """Streamlit installs the script it runs as a bare ``__main__`` module; spawned workers must not
+    re-execute that file (a page that cannot run bare made the Nanny fail to start)."""
+    import types
+
+    marker = tmp_path / "page_ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('a page ran in a worker')\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(page)
+    cluster.shutdown()
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    try:
+        res = loupe.explain("breast_cancer_mlp", "breast_cancer", [5, 6], "saliency", batch_size=2)
+        assert not res.cached and res.attributions.shape == (2, 30)
+    finally:
+        cluster.shutdown()
+    assert not marker.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import warnings
 
@@ -69,9 +70,36 @@ def _connect(address: str):
         ) from err
 
 
+def _spawn_without_page_scripts() -> None:
+    """Keep spawned Dask workers from re-running a Streamlit page.
+
+    multiprocessing's spawn re-executes the parent's ``__main__`` file in every child. Streamlit
+    installs each script it runs as ``sys.modules["__main__"]`` (a bare module whose ``__file__`` is
+    the app or page script), so a worker started or restarted from the app ran that script in bare
+    mode: wasted imports at best, and a Nanny that fails to start when the page cannot run bare
+    (seen with the Rules page under AppTest). Such a module has no loader, unlike a real ``python
+    script.py`` main; for it, the main path is dropped from spawn's preparation data. Tasks never
+    need it: cloudpickle ships objects defined in ``__main__`` by value."""
+    from multiprocessing import spawn
+
+    if getattr(spawn.get_preparation_data, "loupe_wrapped", False):
+        return
+    original = spawn.get_preparation_data
+
+    def preparation_data(name: str) -> dict:
+        data = original(name)
+        if getattr(sys.modules["__main__"], "__loader__", None) is None:
+            data.pop("init_main_from_path", None)
+        return data
+
+    preparation_data.loupe_wrapped = True  # type: ignore[attr-defined]
+    spawn.get_preparation_data = preparation_data
+
+
 def _start_embedded():
     from distributed import Client, LocalCluster
 
+    _spawn_without_page_scripts()
     gpus = gpu_count()
     with warnings.catch_warnings():
         # the scheduler's HTTP endpoint falls back to a free port when 8787 is taken (e.g. by a
