@@ -108,7 +108,8 @@ path = "rows.npz"
     keys = make_request(get_model("killer"), get_dataset("rows48"), range(48), "input_x_gradient").item_keys()
     store = Store()
     flag.write_text("die")
-    with pytest.raises(JobFailed, match=r"the worker running samples 32…47 .* died .* run the same request again"):
+    # the dead worker held the marked chunk and possibly the one queued before it: either may report it
+    with pytest.raises(JobFailed, match=r"the worker running samples (16…31|32…47) .* died .* run the same request again"):
         loupe.explain("killer", "rows48", "all", "input_x_gradient")
     kept = store.lookup(keys)
     assert sorted(rec.sample_id for rec in kept.values()) == list(range(len(kept)))
