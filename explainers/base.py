@@ -261,3 +261,40 @@ class Analysis(ABC):
     def compute(self, model: ModelHandle, params: Params, inputs: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Run on the worker: ``(info, arrays)``; ``info`` must survive a JSON round trip."""
+
+
+class ArtifactView:
+    """Base of the typed views of a stored analysis result (``RulesResult``, ``PathwaysResult``):
+    the wrapped ``store.artifacts.Artifact`` and its identity. Subclasses set ``KIND`` (their
+    analysis's ``spec.output``) and read everything else from ``artifact.arrays``/``info``, so a
+    share link reopens exactly the stored result and nothing is recomputed."""
+
+    KIND: ClassVar[str]
+
+    def __init__(self, artifact: Any) -> None:
+        from explainers.runner import ExplainError
+
+        if artifact.kind != self.KIND:
+            raise ExplainError(f"stored result {artifact.key} is a {artifact.kind!r} result, not {self.KIND}")
+        self.artifact = artifact
+
+    @classmethod
+    def from_artifact(cls, artifact: Any) -> "ArtifactView":
+        """Wrap a stored artifact; one of another kind is a user error (ExplainError)."""
+        return cls(artifact)
+
+    @property
+    def key(self) -> str:
+        return self.artifact.key
+
+    @property
+    def link(self) -> str | None:
+        return self.artifact.link
+
+    @property
+    def cached(self) -> bool:
+        return self.artifact.cached
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.artifact.info

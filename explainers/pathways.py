@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from explainers import _influence as inf
-from explainers.base import Analysis, ParamError, Params, Prepared, Spec, param
+from explainers.base import Analysis, ArtifactView, ParamError, Params, Prepared, Spec, param
 from model_registry.base import ModelHandle
 
 COLUMNS = ("original", "both", "target", "attack")
@@ -564,38 +564,11 @@ class Highlight:
     edges: np.ndarray
 
 
-@dataclass(frozen=True)
-class PathwaysResult:
+class PathwaysResult(ArtifactView):
     """A thin typed view of a stored ``pathways`` artifact. Built by :meth:`from_artifact`, so a
     share link (``loupe.artifact(key)``) reopens exactly the stored result."""
 
-    artifact: Any
-
-    @classmethod
-    def from_artifact(cls, artifact: Any) -> "PathwaysResult":
-        """Wrap a stored artifact; one of another kind is a user error."""
-        from explainers.runner import ExplainError
-
-        if artifact.kind != "pathways":
-            raise ExplainError(f"stored result {artifact.key} is a {artifact.kind!r} result, not pathways")
-        return cls(artifact)
-
-    # -- identity ----------------------------------------------------------------------------------
-    @property
-    def key(self) -> str:
-        return self.artifact.key
-
-    @property
-    def link(self) -> str | None:
-        return self.artifact.link
-
-    @property
-    def cached(self) -> bool:
-        return self.artifact.cached
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return self.artifact.info
+    KIND = "pathways"
 
     @property
     def model_id(self) -> str:

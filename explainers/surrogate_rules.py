@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from data.base import DatasetError
-from explainers.base import Analysis, Params, Prepared, Spec, param
+from explainers.base import Analysis, ArtifactView, Params, Prepared, Spec, param
 from model_registry.base import ModelHandle
 
 K_GRID = (5, 10, 15, 20, 30, 50, 100)
@@ -585,39 +585,18 @@ def condition_text(name: str, lo: float, hi: float) -> str:
     return f"{_number(lo)} < {name} <= {_number(hi)}"
 
 
-class RulesResult:
+class RulesResult(ArtifactView):
     """A stored ``surrogate_rules`` artifact seen as rules, importances and local explanations.
     Every property and :meth:`local` reads the stored arrays; nothing is recomputed, so a share
-    link (``loupe.artifact(key)``) reopens exactly this result."""
+    link (``loupe.artifact(key)``) reopens exactly this result. ``info`` holds k, how it was
+    chosen, the prescreen rule, split sizes, metrics and seconds per stage."""
+
+    KIND = "rules"
 
     def __init__(self, artifact: Any) -> None:
-        if artifact.kind != SurrogateRules.spec.output:
-            raise ValueError(f"result {artifact.key} is a {artifact.kind!r} result, not surrogate rules")
-        self.artifact = artifact
+        super().__init__(artifact)
         self._a = artifact.arrays
         self._names = self._a["feature_names"]
-
-    @classmethod
-    def from_artifact(cls, artifact: Any) -> "RulesResult":
-        return cls(artifact)
-
-    # provenance
-    @property
-    def key(self) -> str:
-        return self.artifact.key
-
-    @property
-    def link(self) -> str | None:
-        return self.artifact.link
-
-    @property
-    def cached(self) -> bool:
-        return self.artifact.cached
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """k, how it was chosen, the prescreen rule, split sizes, metrics and seconds per stage."""
-        return self.artifact.info
 
     @property
     def classes(self) -> list[str]:
