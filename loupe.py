@@ -287,8 +287,8 @@ def artifact(key: str):
     from store.links import parse_run_param, run_link
     from store.runs import Store
 
-    key = parse_run_param(key)
-    return replace(Store().get_artifact(key), link=run_link(key), cached=True)
+    found = Store().get_artifact(parse_run_param(key))
+    return replace(found, link=run_link(found.key, kind=found.kind), cached=True)
 
 
 def kind_of(key: str) -> str:
@@ -323,13 +323,13 @@ def runs(model: str | None = None, dataset: str | None = None, explainer: str | 
 
 
 def link(key: str) -> str:
-    """The permanent URL of a stored run or analysis result (``LOUPE_BASE_URL`` + ``/?run=<key>``)."""
+    """The permanent URL of a stored run or analysis result (``LOUPE_BASE_URL`` + the page of its
+    kind + ``?run=<key>``)."""
     from store.links import parse_run_param, run_link
     from store.runs import Store
 
     key = parse_run_param(key)
-    Store().kind_of(key)
-    return run_link(key)
+    return run_link(key, kind=Store().kind_of(key))
 
 
 def export(run: str | None = None, *, model: str | None = None, dataset: str | None = None,

@@ -11,6 +11,7 @@ from views.embedding import colourings, embedding_figure, selected_samples
 ANALYSIS = "umap_embedding"
 
 st.title("Embeddings")
+ui.follow_run_link("embedding")
 models = {m["id"]: m for m in ui.usable_models()}
 first = next(iter(models))
 shown = None

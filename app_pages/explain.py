@@ -11,6 +11,7 @@ GALLERY = 12
 SHOWN = 6
 
 st.title("Explain")
+ui.follow_run_link("attribution")
 models = {m["id"]: m for m in ui.usable_models()}
 if not models:
     st.error("No model loads: fix the manifest entries on the Registry page.")
@@ -142,7 +143,8 @@ for explainer_id in chosen:
     })
 for problem in problems:
     st.error(problem)
-st.dataframe(estimates, hide_index=True, width="stretch")
+if estimates:
+    st.table(estimates, hide_index=True, border="horizontal")
 st.caption("Cost preview: each explainer's passes per sample (plus prediction and metric curves) × the model's "
            "pass time measured on the worker. Stored samples cost nothing.")
 
@@ -171,7 +173,11 @@ if not ready:
 missing = [e for e in results if results[e] is None]
 if missing:
     st.caption(f"Not computed yet for this selection: {', '.join(missing)}.")
-details = st.toggle("Show deletion/insertion curves and method details (SAMP paths, OSA-DAS windows)", key="ex-details")
+switches = st.columns(2)
+details = switches[0].toggle("Show deletion/insertion curves and method details (SAMP paths, OSA-DAS windows)",
+                             key="ex-details")
+interactive = switches[1].toggle("Interactive maps (hover for values)", key="ex-interactive",
+                                 help="Plotly figures; off, the maps are images, which open faster")
 for i, sample_id in enumerate(chosen_ids[:SHOWN]):
     any_res = next(iter(ready.values()))
     st.markdown(f"#### {caption(sample_id, dataset.classes, int(any_res.labels[i]), int(any_res.predictions[i]), float(any_res.confidences[i]))}")
@@ -179,6 +185,6 @@ for i, sample_id in enumerate(chosen_ids[:SHOWN]):
     for column, (explainer_id, res) in zip(st.columns(len(ready)), ready.items()):
         with column:
             ui.result_panel(res, i, image, dataset.feature_names or [], opacity, key=f"res-{explainer_id}-{sample_id}",
-                            details=details)
+                            details=details, interactive=interactive)
 if len(chosen_ids) > SHOWN:
     st.caption(f"Showing {SHOWN} of {len(chosen_ids)} samples; the CSV downloads have them all.")

@@ -8,6 +8,7 @@ import loupe
 from explainers.pathways import ATTACKS, COLUMNS, CRITERIA
 from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops,
                             selected_nodes, success_figure)
+from views.st_layout import follow_run_link
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -116,6 +117,7 @@ def show(res) -> None:
 
 
 st.title("Pathways")
+follow_run_link("pathways")
 if "run" in st.query_params:
     try:
         result = stored(st.query_params["run"])

@@ -1,14 +1,16 @@
 """Rules: surrogate rule extraction for a tabular model (Karim et al., DSAA 2023): the fidelity-versus-k
 curve, the sortable rules table, the surrogate tree, and for a chosen sample its firing rule and
-counterfactual checked against the black box. A stored result opens from its link (``/?run=<key>``);
+counterfactual checked against the black box. A stored result opens from its link (``/rules?run=<key>``);
 everything after computing reads the stored result. Layout only."""
 import streamlit as st
 
 import loupe
 from explainers.surrogate_rules import RulesResult
 from views.rules import changes_frame, conditions_frame, fidelity_curve_figure, importance_frame, rules_frame, tree_figure
+from views.st_layout import follow_run_link
 
 st.title("Rules")
+follow_run_link("rules")
 st.caption("A decision-tree surrogate of a tabular black box, trained on the black box's own predictions over its "
            "top-k features. Fidelity says how often the rules agree with the model on held-out rows: rules with "
            "low fidelity explain the surrogate, not the model.")

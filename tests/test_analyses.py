@@ -82,7 +82,7 @@ def test_links_name_the_kind_and_reopen_the_artifact(tabular):
     assert reopened.cached and reopened.info == art.info and reopened.meta["inputs_hash"] == art.meta["inputs_hash"]
     assert loupe.link(art.key) == art.link
     assert [a["key"] for a in Store().list_artifacts(kind="toy", model=model.id)][0] == art.key
-    assert Store().list_artifacts(kind="toy", dataset="digits") == []
+    assert Store().list_artifacts(kind="toy", model=model.id, dataset="digits") == []  # its dataset is not digits
     with pytest.raises(RunNotFound, match="no stored result"):
         loupe.kind_of("0" * 64)
     with pytest.raises(InvalidKey):

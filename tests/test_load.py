@@ -27,6 +27,7 @@ from store.runs import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MAPS = '[class*="st-key-res-"][class*="-map"] img'  # the result maps, as in test_browser.py
 SESSIONS = 20
 pytestmark = pytest.mark.slow
 pytest.importorskip("model_registry.zoo")
@@ -74,19 +75,19 @@ async def _open_sessions(url: str, runs: list[tuple[str, str]]) -> list[tuple[fl
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         warm = await context.new_page()  # caches the app's scripts; its run imports pandas/plotly on the server
-        await warm.goto(f"{url}/?run={runs[0][0]}", wait_until="commit", timeout=300_000)
-        await warm.locator(".js-plotly-plot").nth(3).wait_for(timeout=300_000)
+        await warm.goto(f"{url}/explain?run={runs[0][0]}", wait_until="commit", timeout=300_000)
+        await warm.locator(MAPS).nth(3).wait_for(timeout=300_000)
         await warm.close()
 
         async def one(key: str, title: str) -> tuple[float, str, bool]:
             page = await context.new_page()
             started = time.monotonic()
-            await page.goto(f"{url}/?run={key}", wait_until="commit", timeout=300_000)
+            await page.goto(f"{url}/explain?run={key}", wait_until="commit", timeout=300_000)
             await page.get_by_text(key).first.wait_for(timeout=300_000)
-            await page.locator(".js-plotly-plot").nth(3).wait_for(timeout=300_000)
+            await page.locator(MAPS).nth(3).wait_for(timeout=300_000)
             seconds = time.monotonic() - started
             shown = await page.locator("h1").first.inner_text()
-            charts = await page.locator(".js-plotly-plot").count()
+            charts = await page.locator(MAPS).count()
             await page.close()
             return seconds, key, shown == title and charts >= 4
 

@@ -2,6 +2,7 @@
 main interaction works, and bad input shows a readable error instead of a traceback."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,11 @@ def _errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
+def _links(at: AppTest) -> list[str]:
+    """The permanent links the page shows (markdown links to ``…?run=<key>``)."""
+    return [url for m in at.markdown for url in re.findall(r"\]\((http[^)\s]*\?run=[0-9a-f]{64})\)", m.value)]
+
+
 def _query(at: AppTest) -> dict[str, str]:
     return {k: v[0] if isinstance(v, list) else v for k, v in at.query_params.items()}
 
@@ -54,22 +60,23 @@ def test_explain_gallery_selection_and_url():
 def test_explain_cost_preview_run_and_stored_results():
     at = _page("app_pages/explain.py", FAST)
     assert not _errors(at)
-    preview = at.dataframe[0].value.set_index("explainer")
+    preview = at.table[0].value.set_index("explainer")
     forward = loupe.estimate("digits_cnn", "digits", [0, 1], "occlusion", {"window": 8, "stride": 8}).passes.forward
     assert preview.loc["occlusion", "forward passes"] == str(forward[0]) and preview.loc["saliency", "samples"] == 2
     at.button(key="ex-run").click().run()
     assert not _errors(at)
-    links = [c.value for c in at.code]
-    assert len(links) == 4 and all("?run=" in link for link in links)  # 2 samples × 2 explainers
-    assert len(at.get("plotly_chart")) == 4
+    links = _links(at)
+    assert len(links) == 4 and all("/explain?run=" in link for link in links)  # 2 samples × 2 explainers
+    assert len(at.get("image")) == 4 and not at.get("plotly_chart")  # the maps are images by default
     assert len(at.get("download_button")) == 8  # CSV and PNG for each panel
-    maps = len(at.get("plotly_chart"))
+    at.toggle(key="ex-interactive").set_value(True).run()
+    assert len(at.get("plotly_chart")) == 4 and not at.get("image")  # or Plotly figures with hover values
     at.toggle(key="ex-details").set_value(True).run()
-    assert len(at.get("plotly_chart")) == maps + 4  # a deletion/insertion curve figure under each map
+    assert len(at.get("plotly_chart")) == 4 + 4  # a deletion/insertion curve figure under each map
     stored = loupe.stored("digits_cnn", "digits", [0, 1], "occlusion", {"window": 8, "stride": 8})
     assert stored is not None and any(stored.key in link for link in links)
     again = _page("app_pages/explain.py", FAST)  # the same URL shows the stored results without a click
-    assert sorted(c.value for c in again.code) == sorted(links)
+    assert sorted(_links(again)) == sorted(links)
 
 
 def test_explain_bad_links_show_errors():
@@ -89,8 +96,16 @@ def test_share_link_opens_the_result_in_explain():
     at.query_params["run"] = res.key
     at.run()
     assert not _errors(at) and at.title[0].value == "Explain"
-    assert res.link in [c.value for c in at.code]
+    assert res.link in _links(at)
     assert _query(at)["samples"] == "60,61" and "run" not in _query(at)
+
+
+def test_a_link_edited_to_another_page_opens_the_page_of_its_kind():
+    res = loupe.explain("shapes_cnn", "shapes", "60:62", "saliency")
+    for page in ("app_pages/explain.py", "app_pages/rules.py", "app_pages/embeddings.py", "app_pages/pathways.py"):
+        at = _page(page, {"run": res.key})
+        assert not _errors(at) and at.title[0].value == "Explain", page
+        assert res.link in _links(at) and _query(at)["samples"] == "60,61"
 
 
 def test_unknown_run_link_says_not_found():

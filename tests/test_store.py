@@ -319,10 +319,12 @@ def test_migrations_must_be_numbered_in_order(store: Store, monkeypatch: pytest.
 def test_run_link_uses_base_url(monkeypatch: pytest.MonkeyPatch):
     key = "ab" * 32
     monkeypatch.delenv("LOUPE_BASE_URL", raising=False)
-    assert run_link(key) == f"http://localhost:8501/?run={key}"
+    assert run_link(key) == f"http://localhost:8501/explain?run={key}"
     monkeypatch.setenv("LOUPE_BASE_URL", "https://loupe.example.org/lab/")
-    assert run_link(key, view="compare") == f"https://loupe.example.org/lab/?run={key}&view=compare"
-    assert run_link(key, view="a b&c") == f"https://loupe.example.org/lab/?run={key}&view=a+b%26c"
+    assert run_link(key, view="compare") == f"https://loupe.example.org/lab/explain?run={key}&view=compare"
+    assert run_link(key, view="a b&c") == f"https://loupe.example.org/lab/explain?run={key}&view=a+b%26c"
+    assert run_link(key, kind="rules") == f"https://loupe.example.org/lab/rules?run={key}"
+    assert run_link(key, kind="a kind no page shows") == f"https://loupe.example.org/lab/?run={key}"  # home says so
     with pytest.raises(InvalidKey):
         run_link("../../etc")
 
@@ -377,7 +379,7 @@ def test_export_columns_and_top_k_on_a_hand_built_map(store: Store, monkeypatch:
         "top3_index", "top3_row", "top3_col", "top3_value",
     ]
     row = frame.iloc[0]
-    assert row["link"] == f"http://host:1/?run={image_run}" and row["params"] == canonical_json(META["params"])
+    assert row["link"] == f"http://host:1/explain?run={image_run}" and row["params"] == canonical_json(META["params"])
     assert (row["model"], row["dataset"], row["explainer"], row["sample_id"]) == ("shapes_cnn", "shapes", "saliency", 4)
     assert (row["label"], row["target"], row["prediction"], row["confidence"]) == (2, 1, 1, 0.75)
     assert (row["deletion_auc"], row["metric_label"]) == (0.125, 9.0)

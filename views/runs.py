@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from explainers.base import Result
+from store.links import PAGE_OF_KIND
 
 
 def metrics_table(res: Result) -> pd.DataFrame:
@@ -29,13 +30,9 @@ def metric_summary(res: Result) -> pd.DataFrame:
     return pd.DataFrame({"mean": numeric.mean(), "± 95% CI": half.fillna(0.0), "n": n}).round(4)
 
 
-RUN_PAGES = {
-    "attribution": "app_pages/explain.py",
-    "embedding": "app_pages/embeddings.py",
-    "rules": "app_pages/rules.py",
-    "pathways": "app_pages/pathways.py",
-}
-"""Result kind -> the page that opens a stored result of that kind from its ``?run=<key>`` link."""
+RUN_PAGES = {kind: f"app_pages/{path}.py" for kind, path in PAGE_OF_KIND.items()}
+"""Result kind -> the page file that opens a stored result of that kind from its ``?run=<key>`` link
+(app.py serves each page file at the URL path of the same name)."""
 
 
 def run_page(key: str) -> tuple[str, str | None]:

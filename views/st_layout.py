@@ -10,10 +10,10 @@ import streamlit as st
 
 import loupe
 from explainers.base import Result
-from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_png, patch_grid_figure,
-                           path_logits_figure)
+from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_card_png, overlay_png,
+                           patch_grid_figure, path_logits_figure)
 from views.params import Widget, grouped, widget_value
-from views.runs import metrics_table
+from views.runs import RUN_PAGES, metrics_table
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -45,6 +45,20 @@ def seed(key: str, value: Any) -> None:
     """Give widget ``key`` its value from the URL unless the user already set it this session."""
     if key not in st.session_state:
         st.session_state[key] = value
+
+
+def follow_run_link(kind: str) -> None:
+    """On the page that shows ``kind``, send a ``?run=<key>`` of another stored kind on to the page
+    that shows that one (a link's path can be edited; its key says what it is). Malformed or unknown
+    keys are left to the page, which says "not found"."""
+    if "run" not in st.query_params:
+        return
+    try:
+        actual = loupe.kind_of(st.query_params["run"])
+    except loupe.user_errors():
+        return
+    if actual != kind and actual in RUN_PAGES:
+        st.switch_page(RUN_PAGES[actual], query_params={"run": st.query_params["run"]})
 
 
 _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
@@ -116,20 +130,25 @@ def _extras_figures(res: Result, i: int) -> list[Any]:
 
 
 def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: list[str], opacity: float,
-                 key: str, details: bool) -> None:
-    """Sample ``i`` of a stored result: the map (overlay or feature bars), its metrics, with
-    ``details`` the deletion/insertion curves and the method's extras, the run's link and downloads."""
+                 key: str, details: bool, interactive: bool = False) -> None:
+    """Sample ``i`` of a stored result: the map (an overlay image, or with ``interactive`` a Plotly
+    figure with hover values; feature bars for tabular data), its metrics, with ``details`` the
+    deletion/insertion curves and the method's extras, the run's link and downloads."""
     from explainers.evaluation import default_step
 
     title = res.provenance.get("explainer", res.provenance.get("explainer_id", ""))
-    if image is not None:
+    if image is not None and not interactive:
+        with st.container(key=f"{key}-map"):
+            st.markdown(f"**{title}**")
+            st.image(overlay_card_png(image, res.attributions[i], opacity), output_format="PNG")
+    elif image is not None:
         st.plotly_chart(attribution_overlay(image, res.attributions[i], opacity, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
     else:
         st.plotly_chart(feature_bars(res.attributions[i], feature_names, top=12, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
     row = metrics_table(res).iloc[[i]].drop(columns=["sample", "label", "target", "prediction"])
-    st.dataframe(row.T.rename(columns={row.index[0]: "value"}), width="stretch")
+    st.table(row.T.rename(columns={row.index[0]: "value"}))
     if details:
         if "deletion_curve" in res.extras:
             deletion, insertion = res.extras["deletion_curve"][i], res.extras["insertion_curve"][i]
@@ -138,7 +157,7 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
             st.plotly_chart(curves_figure(fractions, deletion, insertion), key=f"{key}-curves")
         for j, fig in enumerate(_extras_figures(res, i)):
             st.plotly_chart(fig, key=f"{key}-extra-{j}")
-    st.code(res.link, language=None)
+    st.markdown(f"Permanent link: [{res.link}]({res.link})")
     left, right = st.columns(2)
     left.download_button("CSV", run_csv(res.key), key=f"{key}-csv",
                          file_name=f"loupe-{res.key[:12]}.csv", mime="text/csv", on_click="ignore")

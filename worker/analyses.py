@@ -87,7 +87,8 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
             "sample_ids": prepared.sample_ids}
     key = artifact_key(**{k: v for k, v in meta.items() if k != "sample_ids"})
     try:
-        return replace(store.get_artifact(key), link=run_link(key), cached=True)
+        found = store.get_artifact(key)
+        return replace(found, link=run_link(key, kind=found.kind), cached=True)
     except RunNotFound:
         pass
     store.check_writable()  # before any work whose result could not be saved
@@ -96,4 +97,4 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
     info, arrays, device = _execute(job, model)
     store.put_artifact({**meta, "seconds": time.perf_counter() - started, "device": device,
                         "versions": library_versions()}, info, arrays)
-    return replace(store.get_artifact(key), link=run_link(key), cached=False)
+    return replace(store.get_artifact(key), link=run_link(key, kind=chosen.spec.output), cached=False)
