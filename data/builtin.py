@@ -39,13 +39,11 @@ HIGHDIM_SEED = 2024
 HIGHDIM_N_SAMPLES = 4000
 HIGHDIM_N_FEATURES = 5000
 HIGHDIM_N_INFORMATIVE = 10
-HIGHDIM_GENERATOR_KWARGS: dict = {
-    "n_samples": HIGHDIM_N_SAMPLES, "n_features": HIGHDIM_N_FEATURES, "n_informative": HIGHDIM_N_INFORMATIVE,
-    "n_redundant": 0, "n_repeated": 0, "n_classes": 2, "n_clusters_per_class": 1, "class_sep": 2.0,
-    "shuffle": False,
-}
-"""``make_classification`` arguments; ``shuffle=False`` keeps the informative features in the first
-columns so that the seeded permutation in :func:`generate_highdim` alone decides where they end up."""
+HIGHDIM_SEPARATIONS = (3.0, 2.4, 1.9, 1.5, 1.2, 1.0, 0.8, 0.7, 0.6, 0.5)
+"""Per informative feature, the distance between the two class means in units of its standard
+deviation (its own d′): every informative feature carries class evidence on its own, from a few
+strong ones (a small tree separates the classes well) down to weak ones (d′ 0.5, still about 14
+standard errors from zero over the training rows, while a noise feature's is 0)."""
 SPLIT_SEED = 0
 TEST_FRACTION = 0.25
 
@@ -300,18 +298,22 @@ def _load_breast_cancer() -> Dataset:
 # highdim: 5,000 features, 10 of them informative, scattered by a seeded permutation
 # ---------------------------------------------------------------------------------------------------
 def generate_highdim(seed: int = HIGHDIM_SEED) -> dict[str, np.ndarray]:
-    """``make_classification`` with ``shuffle=False`` puts the informative features in columns
-    0..n_informative-1 (sklearn docs); a seeded column permutation then scatters them, so the new
-    column ``j`` holds generator column ``perm[j]`` and is informative iff ``perm[j] < n_informative``.
-    Returns float32 ``x``, int64 ``y`` and the sorted informative column indices."""
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(**HIGHDIM_GENERATOR_KWARGS, random_state=seed)
+    """Balanced classes; every feature is standard normal noise except the informative ones, which
+    are shifted by ±d′/2 (sign drawn per feature) towards their class (d′ from
+    :data:`HIGHDIM_SEPARATIONS`), so each is informative on its own: v1 used
+    ``make_classification``, whose informative features can carry no class signal except
+    through their covariance with the others (4 of its 10 did, and no trained model used them).
+    A seeded column permutation scatters the informative features. Returns float32 ``x``, int64
+    ``y`` and the sorted informative column indices."""
     rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(HIGHDIM_N_SAMPLES) % 2)
+    x = rng.standard_normal((HIGHDIM_N_SAMPLES, HIGHDIM_N_FEATURES), dtype=np.float32)
+    signs = rng.choice([-1.0, 1.0], size=HIGHDIM_N_INFORMATIVE)
+    shift = np.asarray(HIGHDIM_SEPARATIONS) / 2 * signs
+    x[:, :HIGHDIM_N_INFORMATIVE] += ((2 * y - 1)[:, None] * shift).astype(np.float32)
     perm = rng.permutation(HIGHDIM_N_FEATURES)
-    rows = rng.permutation(HIGHDIM_N_SAMPLES)
     informative = np.flatnonzero(perm < HIGHDIM_N_INFORMATIVE)
-    return {"x": x[rows][:, perm].astype(np.float32), "y": y[rows].astype(np.int64), "informative": informative}
+    return {"x": x[:, perm], "y": y.astype(np.int64), "informative": informative}
 
 
 def highdim_feature_names() -> list[str]:
@@ -321,12 +323,12 @@ def highdim_feature_names() -> list[str]:
 
 def _load_highdim() -> Dataset:
     """The ``highdim`` table (4,000 × 5,000, 2 classes), 75/25 stratified split."""
-    arrays = _cached_npz(f"highdim-v1-{HIGHDIM_SEED}.npz", generate_highdim)
+    arrays = _cached_npz(f"highdim-v2-{HIGHDIM_SEED}.npz", generate_highdim)
     names = highdim_feature_names()
     train, test = _stratified_split(arrays["x"], arrays["y"])
     return Dataset(id="highdim", task="tabular", classes=list(BUILTIN_INFO["highdim"].classes), eval=test,
                    train=train, feature_names=names,
-                   meta={"generator": "highdim-v1", "seed": HIGHDIM_SEED,
+                   meta={"generator": "highdim-v2", "seed": HIGHDIM_SEED,
                          "informative_features": [names[j] for j in arrays["informative"]]})
 
 

@@ -176,7 +176,7 @@ ZOO: dict[str, ZooEntry] = {
             id="highdim_mlp", dataset="highdim", task="tabular",
             build=lambda: mlp(5000, (16,), n_classes=2, dropout=0.3, input_dropout=0.2),
             layers=("relu1",), gradcam_layer=None, min_accuracy=0.85,
-            description="MLP 5000-16-2 with input dropout and L2 weight decay",
+            description="MLP 5000-16-2 with input dropout, L2 weight decay and an L1 penalty on the first layer",
         ),
     )
 }
