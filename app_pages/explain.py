@@ -1,6 +1,8 @@
 """Explain: pick a model, a dataset and samples from a gallery, one or more explainers and their
 parameters; see the cost before running; compare the results side by side. The URL always holds the
-selection, so it reopens the same view (stored results show without recomputing). Layout only."""
+selection, so it reopens the same view (stored results show without recomputing). A share link
+(``?run=<key>``) first shows just its stored result, which a fresh browser draws quickly; one click
+opens it in the full explorer. Layout only."""
 import streamlit as st
 
 import loupe
@@ -9,6 +11,25 @@ from views.explain import TARGETS, Selection, SelectionError, caption
 
 GALLERY = 12
 SHOWN = 6
+
+
+def shared_result(res: loupe.Result) -> None:
+    """A stored run on its own: what it is, a button that opens it in the explorer, and its maps,
+    metrics, link and downloads (no selection widgets, so the browser loads few scripts)."""
+    prov = res.provenance
+    data = loupe.dataset(prov["dataset_id"])
+    st.caption(f"Stored result: {prov.get('explainer', prov['explainer_id'])} on {prov['model_id']} / "
+               f"{prov['dataset_id']}, target {prov.get('target', 'predicted')}, "
+               f"{len(res.sample_ids)} sample(s), computed on {prov.get('device', '?')}. Parameters: "
+               f"{', '.join(f'{k}={v}' for k, v in prov['params'].items()) or 'none'}.")
+    st.button("Change the model, samples or parameters", key="shared-edit-button",
+              on_click=lambda: st.session_state.update({"shared-edit": res.key}))
+    for i, sample_id in enumerate(res.sample_ids[:SHOWN]):
+        st.markdown(f"#### {caption(int(sample_id), data.classes, int(res.labels[i]), int(res.predictions[i]), float(res.confidences[i]))}")
+        image = data.inputs([int(sample_id)])[0].numpy() if data.task == "image" else None
+        ui.result_panel(res, i, image, data.feature_names or [], 0.6, key=f"shared-{sample_id}", details=False)
+    if len(res.sample_ids) > SHOWN:
+        st.caption(f"Showing {SHOWN} of {len(res.sample_ids)} samples; the CSV download has them all.")
 
 st.title("Explain")
 ui.follow_run_link("attribution")
@@ -23,6 +44,9 @@ if "run" in st.query_params:
         opened = loupe.run(st.query_params["run"])
     except loupe.user_errors() as err:
         st.error(f"Run not found. {err}")
+        st.stop()
+    if st.session_state.get("shared-edit") != opened.key:
+        shared_result(opened)
         st.stop()
     defaults = {f["name"]: f["default"] for e in ui.listings()[2] if e["id"] == opened.provenance["explainer_id"]
                 for f in e["params"]}

@@ -411,13 +411,13 @@ def weights_frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _pick(model: ModelHandle, x: np.ndarray, label: int, n: int, correct_only: bool, batch_size: int
-          ) -> np.ndarray:
-    """Positions of the first ``n`` images (of the gathered ones) to use: correctly classified when asked."""
-    if not correct_only:
-        return np.arange(min(n, len(x)))
-    logits, _, _ = channel_peaks(model.module, [], x, batch_size, model.device)
-    return np.flatnonzero(logits.argmax(1) == label)[:n]
+def _benign(model: ModelHandle, layers: list[str], x: np.ndarray, label: int, n: int, correct_only: bool,
+            batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Positions of the first ``n`` gathered images to use (correctly classified when asked) and their
+    channel peaks, from one pass over the gathered images."""
+    logits, peaks, _ = channel_peaks(model.module, layers, x, batch_size, model.device)
+    keep = np.flatnonzero(logits.argmax(1) == label)[:n] if correct_only else np.arange(min(n, len(x)))
+    return keep, {name: p[keep] for name, p in peaks.items()}
 
 
 class BluffPathways(Analysis):
@@ -470,18 +470,17 @@ class BluffPathways(Analysis):
         """Attack, node statistics, columns, edges and patches; see the module docstring."""
         module, device, layers = model.module, model.device, list(model.layers)
         size = BATCH_SIZE
-        keep_o = _pick(model, inputs["x_original"], params.original, params.images, params.correct_only, size)
-        keep_t = _pick(model, inputs["x_target"], params.target, params.images, params.correct_only, size)
+        keep_o, peaks_o = _benign(model, layers, inputs["x_original"], params.original, params.images,
+                                  params.correct_only, size)
+        keep_t, peaks_t = _benign(model, layers, inputs["x_target"], params.target, params.images,
+                                  params.correct_only, size)
         if len(keep_o) == 0 or len(keep_t) == 0:
             raise ParamError("no correctly classified benign images of the original or target class; "
                              "set correct_only=false or pick other classes")
         xo, xt = inputs["x_original"][keep_o], inputs["x_target"][keep_t]
         grid = params.grid
         x_adv = attack_grid(model, xo, params.target, params, size)
-        sets = [xo, xt]
-        peaks = []
-        for x in (xo, xt):
-            peaks.append(channel_peaks(module, layers, x, size, device)[1])
+        sets, peaks = [xo, xt], [peaks_o, peaks_t]
         logits, adv_peaks, _ = channel_peaks(module, layers, x_adv, size, device)
         success = (logits.argmax(1) == params.target).reshape(len(grid), len(xo))
         for e in range(len(grid)):

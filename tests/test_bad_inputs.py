@@ -436,4 +436,4 @@ def test_app_survives_a_bad_link(key: str, stored_run) -> None:
     at.query_params["run"] = stored_run[0]
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert at.title[0].value == "Explain" and at.query_params["samples"] == "0,1,2"
+    assert at.title[0].value == "Explain" and any(stored_run[0] in m.value for m in at.markdown)

@@ -27,7 +27,7 @@ from store.runs import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-MAPS = '[class*="st-key-res-"][class*="-map"] img'  # the result maps, as in test_browser.py
+MAPS = '[class*="st-key-"][class*="-map"] img'  # the result maps, as in test_browser.py
 SESSIONS = 20
 pytestmark = pytest.mark.slow
 pytest.importorskip("model_registry.zoo")

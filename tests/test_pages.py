@@ -96,8 +96,11 @@ def test_share_link_opens_the_result_in_explain():
     at.query_params["run"] = res.key
     at.run()
     assert not _errors(at) and at.title[0].value == "Explain"
-    assert res.link in _links(at)
-    assert _query(at)["samples"] == "60,61" and "run" not in _query(at)
+    assert res.link in _links(at) and len(at.get("image")) == 2  # the stored result on its own first
+    assert not at.multiselect and _query(at)["run"] == res.key
+    at.button(key="shared-edit-button").click().run()  # then in the explorer, its selection in the URL
+    assert not _errors(at) and at.multiselect(key="ex-explainers").value == ["saliency"]
+    assert res.link in _links(at) and _query(at)["samples"] == "60,61" and "run" not in _query(at)
 
 
 def test_a_link_edited_to_another_page_opens_the_page_of_its_kind():
@@ -105,7 +108,7 @@ def test_a_link_edited_to_another_page_opens_the_page_of_its_kind():
     for page in ("app_pages/explain.py", "app_pages/rules.py", "app_pages/embeddings.py", "app_pages/pathways.py"):
         at = _page(page, {"run": res.key})
         assert not _errors(at) and at.title[0].value == "Explain", page
-        assert res.link in _links(at) and _query(at)["samples"] == "60,61"
+        assert res.link in _links(at)
 
 
 def test_unknown_run_link_says_not_found():

@@ -4,6 +4,7 @@ evidence for the target and blue evidence against it; maps without negative valu
 absolute saliency) use a sequential scale from zero."""
 from __future__ import annotations
 
+import functools
 import io
 from typing import Any, Sequence
 
@@ -72,11 +73,15 @@ def feature_bars(attribution: np.ndarray, feature_names: Sequence[str], top: int
     return fig
 
 
+@functools.lru_cache(maxsize=8)
 def _lut(scale: str) -> np.ndarray:
-    """The Plotly colour scale ``scale`` sampled at 256 levels, as a 256×3 float array."""
+    """The Plotly colour scale ``scale`` sampled at 256 levels, as a read-only 256×3 float array
+    (cached: sampling it in Python costs milliseconds per map)."""
     from plotly.colors import sample_colorscale, unlabel_rgb
 
-    return np.array([unlabel_rgb(c) for c in sample_colorscale(scale, np.linspace(0, 1, 256))], dtype=np.float32)
+    lut = np.array([unlabel_rgb(c) for c in sample_colorscale(scale, np.linspace(0, 1, 256))], dtype=np.float32)
+    lut.flags.writeable = False
+    return lut
 
 
 def _overlay_pixels(image: np.ndarray, attribution: np.ndarray, opacity: float) -> np.ndarray:
