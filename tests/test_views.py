@@ -13,7 +13,6 @@ from explainers.registry import get_explainer
 from views.compare import agreement_matrix, disagreement, metric_table
 from views.explain import Selection, SelectionError, caption, explain_link
 from views.figures import colour_scale, overlay_png, patch_grid_figure, path_logits_figure
-from views.runs import metrics_markdown
 from model_registry.uploads import RegistrationError
 from views.params import from_query, grouped, to_query, widget, widget_value
 from views.registry import entry_values
@@ -150,14 +149,3 @@ def test_embedding_colourings_figure_and_selection():
     numeric = embedding_figure(points, [10, 11, 12], options["confidence"], "confidence")
     assert len(numeric.data) == 1 and numeric.data[0].marker.showscale
     assert selected_samples([{"customdata": 12}, {"customdata": [11]}, {"customdata": 12}, {}]) == [12, 11]
-
-
-def test_metrics_markdown_lists_the_samples_confidence_and_metrics():
-    res = Result(sample_ids=[4, 9], attributions=np.zeros((2, 2, 2), np.float32), targets=np.array([1, 0]),
-                 predictions=np.array([1, 0]), labels=np.array([1, 1]), confidences=np.array([0.91234, 0.5]),
-                 metrics=[{"deletion_auc": 0.25, "pointing_hit": None, "curve": np.zeros(3)},
-                          {"deletion_auc": float("nan"), "pointing_hit": True}])
-    assert metrics_markdown(res, 0).splitlines() == [
-        "| metric | value |", "|---|---:|", "| confidence | 0.9123 |", "| deletion_auc | 0.2500 |",
-        "| pointing_hit | – |"]
-    assert metrics_markdown(res, 1).splitlines()[3:] == ["| deletion_auc | – |", "| pointing_hit | True |"]

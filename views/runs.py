@@ -21,25 +21,6 @@ def metrics_table(res: Result) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def metrics_markdown(res: Result, i: int) -> str:
-    """Sample ``i``'s confidence and scalar metrics as a two-column Markdown table: Markdown draws
-    without the data-grid and Arrow scripts a table element makes a fresh browser load first."""
-    row = metrics_table(res).iloc[i].drop(["sample", "label", "target", "prediction"])
-    cells = [f"| {name} | {_cell(value)} |" for name, value in row.items()]
-    return "\n".join(["| metric | value |", "|---|---:|", *cells])
-
-
-def _cell(value: object) -> str:
-    """A table cell: numbers to 4 decimals, missing values as a dash."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, float, np.number)):
-        return f"{float(value):.4f}"
-    return str(value)
-
-
 def metric_summary(res: Result) -> pd.DataFrame:
     """Mean and a 95% normal-approximation interval of each numeric metric over the run's samples."""
     table = metrics_table(res).drop(columns=["sample", "label", "target", "prediction"])

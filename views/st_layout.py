@@ -13,7 +13,7 @@ from explainers.base import Result
 from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_card_png, overlay_png,
                            patch_grid_figure, path_logits_figure)
 from views.params import Widget, grouped, widget_value
-from views.runs import RUN_PAGES, metrics_markdown
+from views.runs import RUN_PAGES, metrics_table
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -147,7 +147,8 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
     else:
         st.plotly_chart(feature_bars(res.attributions[i], feature_names, top=12, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
-    st.markdown(metrics_markdown(res, i))
+    row = metrics_table(res).iloc[[i]].drop(columns=["sample", "label", "target", "prediction"])
+    st.table(row.T.rename(columns={row.index[0]: "value"}))
     if details:
         if "deletion_curve" in res.extras:
             deletion, insertion = res.extras["deletion_curve"][i], res.extras["insertion_curve"][i]
