@@ -151,6 +151,7 @@ def test_share_link_shows_the_stored_result_quickly(app_url, page):
     page.get_by_text(f"/explain?run={res.key}").first.wait_for(timeout=30_000)
     page.locator(MAPS).first.wait_for(timeout=30_000)
     seconds = time.monotonic() - started
+    page.locator(MAPS).nth(3).wait_for(timeout=30_000)  # all four samples' maps, for the screenshot
     _shot(page, "run_link")
     print(f"share link rendered its result in {seconds:.2f} s")
     page.get_by_role("button", name="Change the model, samples or parameters").click()
