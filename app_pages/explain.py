@@ -25,10 +25,13 @@ def shared_result(res: loupe.Result) -> None:
                f"{len(res.sample_ids)} sample(s), computed on {prov.get('device', '?')}. Parameters: "
                f"{', '.join(f'{k}={v}' for k, v in prov['params'].items()) or 'none'}. The button under the "
                "results opens it in the explorer, to change the model, samples or parameters.")
-    for i, sample_id in enumerate(res.sample_ids[:SHOWN]):
-        st.markdown(f"#### {caption(int(sample_id), data.classes, int(res.labels[i]), int(res.predictions[i]), float(res.confidences[i]))}")
-        image = data.inputs([int(sample_id)])[0].numpy() if data.task == "image" else None
-        ui.result_panel(res, i, image, data.feature_names or [], 0.6, key=f"shared-{sample_id}", details=False)
+    shown = list(enumerate(res.sample_ids[:SHOWN]))
+    for row in range(0, len(shown), 3):  # up to three samples side by side
+        for column, (i, sample_id) in zip(st.columns(3), shown[row:row + 3]):
+            with column:
+                st.markdown(f"#### {caption(int(sample_id), data.classes, int(res.labels[i]), int(res.predictions[i]), float(res.confidences[i]))}")
+                image = data.inputs([int(sample_id)])[0].numpy() if data.task == "image" else None
+                ui.result_panel(res, i, image, data.feature_names or [], 0.6, key=f"shared-{sample_id}", details=False)
     if len(res.sample_ids) > SHOWN:
         st.caption(f"Showing {SHOWN} of {len(res.sample_ids)} samples; the CSV download has them all.")
     st.button("Change the model, samples or parameters", key="shared-edit-button",
