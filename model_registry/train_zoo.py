@@ -89,13 +89,13 @@ def train_epoch(module: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
     """One pass over (x, y) in seeded random order; returns the mean training loss (without the
     ``l1_input`` penalty on the first linear layer's weights)."""
     module.train()
-    first = next(m for m in module.modules() if isinstance(m, nn.Linear))
+    first = next(m for m in module.modules() if isinstance(m, nn.Linear)) if l1_input else None
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
     for idx in order.split(batch_size):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(module(x[idx]), y[idx])
-        (loss + l1_input * first.weight.abs().sum() if l1_input else loss).backward()
+        (loss + l1_input * first.weight.abs().sum() if first is not None else loss).backward()
         opt.step()
         total += float(loss.detach()) * len(idx)
     return total / len(x)

@@ -13,7 +13,7 @@ from explainers.base import Result
 from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_card_png, overlay_png,
                            patch_grid_figure, path_logits_figure)
 from views.params import Widget, grouped, widget_value
-from views.runs import RUN_PAGES, metrics_table
+from views.runs import metrics_table, run_page
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -54,11 +54,11 @@ def follow_run_link(kind: str) -> None:
     if "run" not in st.query_params:
         return
     try:
-        actual = loupe.kind_of(st.query_params["run"])
+        actual, page = run_page(st.query_params["run"])
     except loupe.user_errors():
         return
-    if actual != kind and actual in RUN_PAGES:
-        st.switch_page(RUN_PAGES[actual], query_params={"run": st.query_params["run"]})
+    if actual != kind and page:
+        st.switch_page(page, query_params={"run": st.query_params["run"]})
 
 
 _INPUTS: dict[str, Callable[[Widget, str], Any]] = {

@@ -86,9 +86,9 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
             "params": checked.to_dict(), "inputs_hash": array_digest(prepared.inputs),
             "sample_ids": prepared.sample_ids}
     key = artifact_key(**{k: v for k, v in meta.items() if k != "sample_ids"})
+    link = run_link(key, kind=meta["kind"])
     try:
-        found = store.get_artifact(key)
-        return replace(found, link=run_link(key, kind=found.kind), cached=True)
+        return replace(store.get_artifact(key), link=link, cached=True)
     except RunNotFound:
         pass
     store.check_writable()  # before any work whose result could not be saved
@@ -97,4 +97,4 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
     info, arrays, device = _execute(job, model)
     store.put_artifact({**meta, "seconds": time.perf_counter() - started, "device": device,
                         "versions": library_versions()}, info, arrays)
-    return replace(store.get_artifact(key), link=run_link(key, kind=chosen.spec.output), cached=False)
+    return replace(store.get_artifact(key), link=link, cached=False)
