@@ -119,11 +119,6 @@ def _grad(module: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> tup
     return g, logit.detach()
 
 
-def _active(x: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """R×(H·W): pixels with some channel not ``isclose`` to its end value."""
-    return (~torch.isclose(x, end, rtol=RTOL, atol=ATOL)).any(dim=1).flatten(1)
-
-
 def _top_k(score: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the k largest entries per row, ties broken by the lower index (exact, O(U))."""
     k = min(k, score.shape[1])
@@ -155,38 +150,42 @@ def manipulation_paths(
     logits = torch.full((n_rows, guard + 1), float("nan"), device=device, dtype=start.dtype)
     steps = torch.full((n_rows,), guard, device=device, dtype=torch.long)
 
+    # The state is the remaining displacement gap = end − x, so that finishing a pixel writes an
+    # exact 0 and the step update is one multiplication. A pixel is active while some channel is
+    # not isclose to its end value: |gap| > ATOL + RTOL·|end| (torch.isclose's test).
     rows = torch.arange(n_rows, device=device)
-    cur, acc, avg = start.clone(), torch.zeros_like(maps), None
+    gap, acc, avg = end - start, torch.zeros_like(maps), None
+    tol = ATOL + RTOL * end.abs()
     sign = torch.where(ascending, 1.0, -1.0).to(start.dtype)[:, None]
-    length = (start - end).abs().flatten(1).sum(dim=1)
+    length = gap.abs().flatten(1).sum(dim=1)
     cap = length / n_frag if n_frag else torch.full_like(length, float("inf"))
-    active = _active(cur, end)
+    size = gap.abs()
+    active = (size > tol).any(dim=1).flatten(1)
     for step in range(guard + 1):
         done = ~active.any(dim=1) if step < guard else torch.ones_like(rows, dtype=torch.bool)
         if done.any():
             maps[rows[done]] = acc[done]
             steps[rows[done]] = step
             keep = ~done
-            rows, cur, end, target, sign, cap, acc, active = (
-                t[keep] for t in (rows, cur, end, target, sign, cap, acc, active)
+            rows, gap, size, end, tol, target, sign, cap, acc, active = (
+                t[keep] for t in (rows, gap, size, end, tol, target, sign, cap, acc, active)
             )
             avg = None if avg is None else avg[keep]
             if not len(rows):
                 break
-        g, logit = _grad(module, cur, target)
+        g, logit = _grad(module, end - gap, target)
         logits[rows, step] = logit
-        avg = g if avg is None or not momentum else (1 - momentum) * g + momentum * avg
-        gap = end - cur
+        avg = g if avg is None or not momentum else avg.lerp_(g, 1 - momentum)
         proj = (avg * gap).sum(dim=1).flatten(1)
         chosen = _top_k(torch.where(active, sign * proj, -math.inf), pixels_per_step) & active
-        chosen = chosen.reshape(len(rows), 1, height, width)
-        delta = gap * chosen
-        scale = (cap / delta.abs().flatten(1).sum(dim=1)).clamp(max=1.0)
-        delta = delta * scale[:, None, None, None]
-        acc += (avg * delta).sum(dim=1)
-        cur = torch.where(chosen & (scale == 1.0)[:, None, None, None], end, cur + delta)
-        active = _active(cur, end)
-        cur = torch.where(active.reshape(len(rows), 1, height, width), cur, end)  # snap finished pixels
+        # IC: shrink the step so that its l1 length Σ_chosen Σ_c |gap| is at most cap.
+        scale = (cap / (size.sum(dim=1).flatten(1) * chosen).sum(dim=1)).clamp(max=1.0)
+        moved = chosen * scale[:, None]  # fraction of each pixel's gap covered by this step
+        acc += (proj * moved).reshape(acc.shape)  # Σ_c g·Δx = proj · fraction moved
+        gap = gap * (1 - moved).reshape(len(rows), 1, height, width)
+        size = gap.abs()
+        active = (size > tol).any(dim=1).flatten(1)
+        gap = gap * active.reshape(len(rows), 1, height, width)  # snap finished pixels to their end
     return PathRun(maps=maps, logits=logits, steps=steps)
 
 
