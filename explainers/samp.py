@@ -150,25 +150,26 @@ def manipulation_paths(
     logits = torch.full((n_rows, guard + 1), float("nan"), device=device, dtype=start.dtype)
     steps = torch.full((n_rows,), guard, device=device, dtype=torch.long)
 
-    # The state is the remaining displacement gap = end − x, so that finishing a pixel writes an
-    # exact 0 and the step update is one multiplication. A pixel is active while some channel is
-    # not isclose to its end value: |gap| > ATOL + RTOL·|end| (torch.isclose's test).
+    # The state is the remaining displacement gap = end − x. A step multiplies each pixel's gap (all
+    # channels) by one factor f ∈ [0, 1]: 0 where the pixel finishes, 1 − scale where IC shrinks the
+    # step, 1 elsewhere. So the per-pixel l1 size Σ_c |gap| and the isclose ratio
+    # max_c |gap| / (ATOL + RTOL·|end|) (active while > 1, torch.isclose's test) scale by the same f,
+    # and only gap itself is updated at full C×H×W size; a pixel that turns inactive is snapped (f = 0).
     rows = torch.arange(n_rows, device=device)
     gap, acc, avg = end - start, torch.zeros_like(maps), None
-    tol = ATOL + RTOL * end.abs()
+    size = gap.abs().sum(dim=1).flatten(1)
+    ratio = (gap.abs() / (ATOL + RTOL * end.abs())).amax(dim=1).flatten(1)
     sign = torch.where(ascending, 1.0, -1.0).to(start.dtype)[:, None]
-    length = gap.abs().flatten(1).sum(dim=1)
-    cap = length / n_frag if n_frag else torch.full_like(length, float("inf"))
-    size = gap.abs()
-    active = (size > tol).any(dim=1).flatten(1)
+    cap = size.sum(dim=1) / n_frag if n_frag else torch.full((n_rows,), float("inf"), device=device, dtype=start.dtype)
+    active = ratio > 1
     for step in range(guard + 1):
         done = ~active.any(dim=1) if step < guard else torch.ones_like(rows, dtype=torch.bool)
         if done.any():
             maps[rows[done]] = acc[done]
             steps[rows[done]] = step
             keep = ~done
-            rows, gap, size, end, tol, target, sign, cap, acc, active = (
-                t[keep] for t in (rows, gap, size, end, tol, target, sign, cap, acc, active)
+            rows, gap, size, ratio, end, target, sign, cap, acc, active = (
+                t[keep] for t in (rows, gap, size, ratio, end, target, sign, cap, acc, active)
             )
             avg = None if avg is None else avg[keep]
             if not len(rows):
@@ -179,13 +180,14 @@ def manipulation_paths(
         proj = (avg * gap).sum(dim=1).flatten(1)
         chosen = _top_k(torch.where(active, sign * proj, -math.inf), pixels_per_step) & active
         # IC: shrink the step so that its l1 length Σ_chosen Σ_c |gap| is at most cap.
-        scale = (cap / (size.sum(dim=1).flatten(1) * chosen).sum(dim=1)).clamp(max=1.0)
+        scale = (cap / (size * chosen).sum(dim=1)).clamp(max=1.0)
         moved = chosen * scale[:, None]  # fraction of each pixel's gap covered by this step
         acc += (proj * moved).reshape(acc.shape)  # Σ_c g·Δx = proj · fraction moved
-        gap = gap * (1 - moved).reshape(len(rows), 1, height, width)
-        size = gap.abs()
-        active = (size > tol).any(dim=1).flatten(1)
-        gap = gap * active.reshape(len(rows), 1, height, width)  # snap finished pixels to their end
+        factor = 1 - moved
+        active = ratio * factor > 1
+        factor = factor * active
+        size, ratio = size * factor, ratio * factor
+        gap = gap * factor.reshape(len(rows), 1, height, width)
     return PathRun(maps=maps, logits=logits, steps=steps)
 
 
