@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
+from explainers.batching import rows_per_pass
 from explainers.captum_ref import check_inputs
 from model_registry.base import ModelHandle
 
@@ -50,11 +51,6 @@ _YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 CHUNK_ELEMENTS = {"cpu": 2**21, "cuda": 2**25}
 """Occluded × augmented images are built this many values at a time, by device type."""
 _DEFAULT_CHUNK = 2**23
-FORWARD_VALUES = {"cpu": 2**20}
-"""By device type: how many values the widest layer output of one forward micro-batch may hold, so
-that a CPU forward's activations stay in cache (2 CPU cores, ms per row at 16 / 64 / 128 rows:
-shapes_cnn 0.39 / 0.63 / 0.69, whose widest output is 2**16 values per row; digits_cnn 0.13 / 0.11 /
-0.15, 2**14 per row). Other devices forward a whole chunk at once."""
 RANK_TOL = 1e-6
 """Singular values ≤ RANK_TOL·σ₁ do not count towards a subspace's rank (spec §6.4)."""
 
@@ -418,8 +414,7 @@ class OsaDas(Explainer):
         views = Views.build(table, x, _mean_colour(model, x), model.value_range)
         fill = _FILLS[params.occlusion](model, x)
         chosen = _preselect(model, x, grid, params.preselect)  # B×P' window indices
-        with torch.inference_mode():
-            micro = rows_per_forward(model, x)
+        micro = rows_per_pass(model.module, x, 0)
         with FEATURES[params.feature](model) as features, torch.inference_mode():
             out = _run_jobs(features, x, fill, views, grid, chosen, patch, micro)  # B×(1+P')×N×d
             scores, rank = _window_scores(out, chosen, grid, params.subspace_dim)
@@ -485,36 +480,6 @@ def _scatter_scores(scores: torch.Tensor, chosen: torch.Tensor, n_windows: int) 
     return full.scatter_(1, chosen, scores)
 
 
-def widest_output(module: nn.Module, row: torch.Tensor) -> int:
-    """Values in the largest tensor that any submodule outputs for one ``row`` (one probe forward,
-    hooks always removed); the row's own size when the submodules cannot be hooked (a TorchScript
-    model refuses hooks, a traced one never calls them)."""
-    sizes = [row.numel()]
-
-    def record(_module: nn.Module, _inputs: object, out: object) -> None:
-        if isinstance(out, torch.Tensor):
-            sizes.append(out.numel())
-
-    handles = []
-    try:
-        try:
-            for sub in module.modules():
-                handles.append(sub.register_forward_hook(record))
-        except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
-            return row.numel()
-        module(row)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return max(sizes)
-
-
-def rows_per_forward(model: ModelHandle, x: torch.Tensor) -> int | None:
-    """Forward micro-batch size on ``x``'s device (see :data:`FORWARD_VALUES`); None: whole chunks."""
-    budget = FORWARD_VALUES.get(x.device.type)
-    return max(1, budget // widest_output(model.module, x[:1])) if budget else None
-
-
 @torch.inference_mode()
 def _run_jobs(
     features: Callable[[torch.Tensor], torch.Tensor],
@@ -524,10 +489,10 @@ def _run_jobs(
     grid: _Grid,
     chosen: torch.Tensor,
     patch: int,
-    micro: int | None,
+    micro: int,
 ) -> torch.Tensor:
     """Output vectors of every (sample, clean or occluded image, view): B×(1+P')×N×d, forwarded
-    ``micro`` rows at a time (None: a whole chunk at once).
+    ``micro`` rows at a time (0: a whole chunk at once).
 
     Jobs run sample-major: job j = sample j // (1+P'), image j % (1+P') (0 = clean, i = window
     chosen[i−1]); chunks of jobs are occluded, augmented and forwarded together."""

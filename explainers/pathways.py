@@ -29,6 +29,7 @@ from torch import nn
 
 from explainers import _influence as inf
 from explainers.base import Analysis, ArtifactView, ParamError, Params, Prepared, Spec, param
+from explainers.batching import rows_per_pass
 from model_registry.base import ModelHandle
 
 COLUMNS = ("original", "both", "target", "attack")
@@ -369,7 +370,8 @@ def top_patches(module: nn.Module, layers: list[str], nodes: list[tuple[int, int
 # the analysis
 # ----------------------------------------------------------------------------------------------------
 BATCH_SIZE = 256
-"""Images per pass (attack, statistics, edges): bench/pathways_speed.py measured 128-256 best on 2 CPU cores."""
+"""Images per pass (attack, statistics, edges) off the CPU; on the CPU :func:`rows_per_pass` sizes
+passes by the model's widest layer output (16 rows for shapes_cnn)."""
 
 
 def attack_grid(model: ModelHandle, x: np.ndarray, target: int, params: PathwaysParams, batch_size: int
@@ -382,8 +384,8 @@ def attack_grid(model: ModelHandle, x: np.ndarray, target: int, params: Pathways
     eps = np.repeat(grid, len(x))[:, None, None, None]
     device = model.device
     classifier = PyTorchClassifier(model=model.module, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                   nb_classes=len(model.classes), clip_values=(0.0, 1.0),
-                                   device_type="gpu" if device.type == "cuda" else "cpu")
+                                   nb_classes=len(model.classes), clip_values=(0.0, 1.0), preprocessing=None,
+                                   device_type="gpu" if device.type == "cuda" else "cpu")  # the model normalises itself
     onehot = np.zeros((len(xs), len(model.classes)), np.float32)
     onehot[:, target] = 1.0
     with torch.cuda.device(device) if device.type == "cuda" else _nothing(), weights_frozen(model.module):
@@ -469,7 +471,7 @@ class BluffPathways(Analysis):
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Attack, node statistics, columns, edges and patches; see the module docstring."""
         module, device, layers = model.module, model.device, list(model.layers)
-        size = BATCH_SIZE
+        size = rows_per_pass(module, torch.from_numpy(inputs["x_original"][:1]).to(device), BATCH_SIZE)
         keep_o, peaks_o = _benign(model, layers, inputs["x_original"], params.original, params.images,
                                   params.correct_only, size)
         keep_t, peaks_t = _benign(model, layers, inputs["x_target"], params.target, params.images,

@@ -22,10 +22,10 @@ from explainers.osa_das import (
     sample_views,
     similarity,
     subspaces,
-    widest_output,
     window_starts,
 )
-from explainers import osa_das
+from explainers import batching
+from explainers.batching import rows_per_pass, widest_output
 from tests import toy_models as toys
 
 EXPLAINER = OsaDas()
@@ -183,25 +183,13 @@ def test_batched_equals_naive_loop(rows_per_forward: int | None, monkeypatch: py
     model, x = toys.tiny_convnet(), toys.random_images(2, (3, 16, 16), seed=5)
     if rows_per_forward:  # forwards of 3 rows split each window's 4 views across forwards
         budget = rows_per_forward * widest_output(model.module, x[:1])
-        monkeypatch.setitem(osa_das.FORWARD_VALUES, "cpu", budget)
-        assert osa_das.rows_per_forward(model, x) == rows_per_forward
+        monkeypatch.setitem(batching.PASS_VALUES, "cpu", budget)
+        assert rows_per_pass(model.module, x, 0) == rows_per_forward
     res = _explain(model, x, n_views=4, subspace_dim=2, patch=5, stride=4, feature="penultimate", seed=7)
     expected = _naive(model, x, n_views=4, k=2, patch=5, stride=4, seed=7)
     assert np.isfinite(expected).all()
     np.testing.assert_allclose(res.attributions, expected, atol=1e-5)
     assert expected.max() > 1e-3
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-def test_widest_output_is_the_largest_layer_output_and_leaves_no_hook() -> None:
-    module = torch.nn.Sequential(
-        torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 3)
-    )
-    row = torch.zeros(1, 2, 8, 8)
-    assert widest_output(module, row) == 8 * 8 * 8  # the conv's output; the input has 128 values
-    assert all(not m._forward_hooks for m in module.modules())
-    assert widest_output(torch.jit.script(module), row) == row.numel()  # TorchScript refuses hooks
-    assert widest_output(torch.nn.Identity(), row) == row.numel()
 
 
 def test_same_seed_bit_identical_and_seed_matters() -> None:
