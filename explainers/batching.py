@@ -8,6 +8,9 @@ as keep the widest output near :data:`PASS_VALUES` values; other devices keep th
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -15,11 +18,12 @@ PASS_VALUES = {"cpu": 2**20}
 """By device type: values the widest layer output of one pass's batch may hold."""
 
 
-def widest_output(module: nn.Module, row: torch.Tensor) -> int:
-    """Values in the largest tensor that any submodule outputs for one ``row`` (one probe forward
-    without autograd, hooks always removed); the row's own size when the submodules cannot be hooked
-    (a TorchScript model refuses hooks, a traced one never calls them)."""
-    sizes = [row.numel()]
+@contextmanager
+def _output_sizes(module: nn.Module) -> Iterator[list[int]]:
+    """Sizes of the tensors the submodules of ``module`` output inside the block (hooks always
+    removed); stays empty when they cannot be hooked (a TorchScript model refuses hooks, a traced
+    one never calls them)."""
+    sizes: list[int] = []
 
     def record(_module: nn.Module, _inputs: object, out: object) -> None:
         if isinstance(out, torch.Tensor):
@@ -31,17 +35,38 @@ def widest_output(module: nn.Module, row: torch.Tensor) -> int:
             for sub in module.modules():
                 handles.append(sub.register_forward_hook(record))
         except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
-            return row.numel()
-        with torch.inference_mode():
-            module(row)
+            pass
+        yield sizes
     finally:
         for handle in handles:
             handle.remove()
-    return max(sizes)
+
+
+def _rows(widest: int, device: torch.device, default: int) -> int:
+    budget = PASS_VALUES.get(device.type)
+    return max(1, budget // widest) if budget else default
+
+
+def widest_output(module: nn.Module, row: torch.Tensor) -> int:
+    """Values in the largest tensor that any submodule outputs for one ``row`` (one probe forward
+    without autograd); the row's own size when the submodules cannot be hooked."""
+    with _output_sizes(module) as sizes, torch.inference_mode():
+        module(row)
+    return max([row.numel(), *sizes])
 
 
 def rows_per_pass(module: nn.Module, row: torch.Tensor, default: int) -> int:
     """Rows per model pass on ``row``'s device: on the CPU as many as keep the widest layer output
-    within :data:`PASS_VALUES` (at least 1), elsewhere ``default``."""
-    budget = PASS_VALUES.get(row.device.type)
-    return max(1, budget // widest_output(module, row[:1])) if budget else default
+    within :data:`PASS_VALUES` (at least 1; one probe forward of ``row[:1]``), elsewhere ``default``."""
+    if row.device.type not in PASS_VALUES:
+        return default
+    return _rows(widest_output(module, row[:1]), row.device, default)
+
+
+def measured_pass(module: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], row: torch.Tensor,
+                  default: int) -> tuple[torch.Tensor, int]:
+    """``(run(row), rows per pass)`` for a one-row pass of ``run`` (which calls ``module``), sized
+    as :func:`rows_per_pass` does from the outputs of that same pass, so sizing costs no extra one."""
+    with _output_sizes(module) as sizes:
+        out = run(row)
+    return out, _rows(max([row.numel(), *sizes]), row.device, default)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
-from explainers.batching import rows_per_pass
+from explainers.batching import measured_pass
 from explainers.captum_ref import check_inputs
 from model_registry.base import ModelHandle
 
@@ -414,9 +414,8 @@ class OsaDas(Explainer):
         views = Views.build(table, x, _mean_colour(model, x), model.value_range)
         fill = _FILLS[params.occlusion](model, x)
         chosen = _preselect(model, x, grid, params.preselect)  # B×P' window indices
-        micro = rows_per_pass(model.module, x, 0)
         with FEATURES[params.feature](model) as features, torch.inference_mode():
-            out = _run_jobs(features, x, fill, views, grid, chosen, patch, micro)  # B×(1+P')×N×d
+            out = _run_jobs(model.module, features, x, fill, views, grid, chosen, patch)  # B×(1+P')×N×d
             scores, rank = _window_scores(out, chosen, grid, params.subspace_dim)
             heat = grid.heatmap(scores)
             evaluated = torch.zeros_like(scores, dtype=torch.bool).flatten(1).scatter_(1, chosen, True)
@@ -482,6 +481,7 @@ def _scatter_scores(scores: torch.Tensor, chosen: torch.Tensor, n_windows: int) 
 
 @torch.inference_mode()
 def _run_jobs(
+    module: nn.Module,
     features: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     fill: torch.Tensor,
@@ -489,10 +489,10 @@ def _run_jobs(
     grid: _Grid,
     chosen: torch.Tensor,
     patch: int,
-    micro: int,
 ) -> torch.Tensor:
-    """Output vectors of every (sample, clean or occluded image, view): B×(1+P')×N×d, forwarded
-    ``micro`` rows at a time (0: a whole chunk at once).
+    """Output vectors of every (sample, clean or occluded image, view): B×(1+P')×N×d. The first row
+    goes alone and its pass sizes the others (:func:`explainers.batching.measured_pass`: on the CPU
+    so that activations stay in cache, elsewhere a whole chunk per pass).
 
     Jobs run sample-major: job j = sample j // (1+P'), image j % (1+P') (0 = clean, i = window
     chosen[i−1]); chunks of jobs are occluded, augmented and forwarded together."""
@@ -505,15 +505,19 @@ def _run_jobs(
     sample = torch.arange(b, device=x.device).repeat_interleave(per)
     per_sample_fill = fill.shape[-2:] == x.shape[-2:]
     chunk = max(1, CHUNK_ELEMENTS.get(x.device.type, _DEFAULT_CHUNK) // (views.n * x[0].numel()))
-    micro = micro or chunk * views.n
+    micro = 0
     rr, cc = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
     outs = []
     for start in range(0, b * per, chunk):
         s, t, l = sample[start : start + chunk], tops[start : start + chunk], lefts[start : start + chunk]
         inside = ((rr >= t[:, None]) & (rr < t[:, None] + patch))[:, :, None] & ((cc >= l[:, None]) & (cc < l[:, None] + patch))[:, None, :]
         occluded = torch.where(inside[:, None], fill[s] if per_sample_fill else fill, x[s])
-        rows = augment(occluded, views).flatten(0, 1)
-        outs.append(torch.cat([features(part) for part in rows.split(micro)]).reshape(len(s), views.n, -1))
+        rows, parts = augment(occluded, views).flatten(0, 1), []
+        if not micro:
+            first, micro = measured_pass(module, features, rows[:1], chunk * views.n)
+            rows, parts = rows[1:], [first]
+        parts += [features(part) for part in rows.split(micro)]
+        outs.append(torch.cat(parts).reshape(len(s), views.n, -1))
     return torch.cat(outs).reshape(b, per, views.n, -1)
 
 

@@ -32,3 +32,17 @@ def test_rows_per_pass_fills_the_cpu_budget_and_keeps_the_default_elsewhere(monk
     assert rows_per_pass(module, rows, 256) == 1  # never zero
     monkeypatch.delitem(batching.PASS_VALUES, "cpu")
     assert rows_per_pass(module, rows, 256) == 256
+
+
+def test_measured_pass_sizes_from_its_own_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    module, row = _net(), torch.rand(1, 2, 8, 8)
+    monkeypatch.setitem(batching.PASS_VALUES, "cpu", 10 * 8 * 8 * 8 + 7)
+    calls = []
+    handle = module.register_forward_hook(lambda _m, inputs, _o: calls.append(len(inputs[0])))
+    try:
+        out, rows = batching.measured_pass(module, module, row, 256)
+    finally:
+        handle.remove()
+    assert rows == 10 and calls == [1]  # the sizing came from the one pass that was asked for
+    torch.testing.assert_close(out, module(row))
+    assert all(not m._forward_hooks for m in module.modules())
