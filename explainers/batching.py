@@ -47,12 +47,20 @@ def _rows(widest: int, device: torch.device, default: int) -> int:
     return max(1, budget // widest) if budget else default
 
 
+def _widest_pass(module: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], row: torch.Tensor
+                 ) -> tuple[torch.Tensor, int]:
+    """``(run(row), values in the largest tensor a submodule of module output in that pass)``; the
+    row's own size counts too, so a model that cannot be hooked gets that."""
+    with _output_sizes(module) as sizes:
+        out = run(row)
+    return out, max([row.numel(), *sizes])
+
+
 def widest_output(module: nn.Module, row: torch.Tensor) -> int:
     """Values in the largest tensor that any submodule outputs for one ``row`` (one probe forward
     without autograd); the row's own size when the submodules cannot be hooked."""
-    with _output_sizes(module) as sizes, torch.inference_mode():
-        module(row)
-    return max([row.numel(), *sizes])
+    with torch.inference_mode():
+        return _widest_pass(module, module, row)[1]
 
 
 def rows_per_pass(module: nn.Module, row: torch.Tensor, default: int) -> int:
@@ -67,6 +75,5 @@ def measured_pass(module: nn.Module, run: Callable[[torch.Tensor], torch.Tensor]
                   default: int) -> tuple[torch.Tensor, int]:
     """``(run(row), rows per pass)`` for a one-row pass of ``run`` (which calls ``module``), sized
     as :func:`rows_per_pass` does from the outputs of that same pass, so sizing costs no extra one."""
-    with _output_sizes(module) as sizes:
-        out = run(row)
-    return out, _rows(max([row.numel(), *sizes]), row.device, default)
+    out, widest = _widest_pass(module, run, row)
+    return out, _rows(widest, row.device, default)

@@ -157,8 +157,9 @@ def manipulation_paths(
     # and only gap itself is updated at full C×H×W size; a pixel that turns inactive is snapped (f = 0).
     rows = torch.arange(n_rows, device=device)
     gap, acc, avg = end - start, torch.zeros_like(maps), None
-    size = gap.abs().sum(dim=1).flatten(1)
-    ratio = (gap.abs() / (ATOL + RTOL * end.abs())).amax(dim=1).flatten(1)
+    magnitude = gap.abs()
+    size = magnitude.sum(dim=1).flatten(1)
+    ratio = (magnitude / (ATOL + RTOL * end.abs())).amax(dim=1).flatten(1)
     sign = torch.where(ascending, 1.0, -1.0).to(start.dtype)[:, None]
     cap = size.sum(dim=1) / n_frag if n_frag else torch.full((n_rows,), float("inf"), device=device, dtype=start.dtype)
     active = ratio > 1
