@@ -13,6 +13,7 @@ PAGES = [
     st.Page("app_pages/pathways.py", title="Pathways", icon=":material/hub:", url_path="pathways"),
     st.Page("app_pages/rules.py", title="Rules", icon=":material/account_tree:", url_path="rules"),
     st.Page("app_pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:", url_path="embeddings"),
+    st.Page("app_pages/sanity.py", title="Sanity check", icon=":material/fact_check:", url_path="sanity"),
     st.Page("app_pages/batch.py", title="Batch", icon=":material/playlist_play:", url_path="batch"),
     st.Page("app_pages/registry.py", title="Registry", icon=":material/inventory_2:", url_path="registry"),
 ]

@@ -214,14 +214,44 @@ def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None
     return estimate_request(_request(model, dataset, samples, explainer, params, target))
 
 
-def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict[str, Any] | None = None,
-                 target: str | int = "predicted", seed: int = 0) -> np.ndarray:
-    """Model-randomisation sanity check (Adebayo et al., NeurIPS 2018): per-sample Spearman
-    correlation between |map| on the trained model and on a re-initialised copy. Values near 1 mean
-    the explanation ignores what the model learned."""
-    from worker.batch import sanity_check as run_check
+def resolved_params(model: str, explainer: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters an explainer or analysis would run with on ``model``: ``params`` validated,
+    the preset applied (``preset``: "loupe" by default, or "paper"; a value set in ``params`` wins)
+    and every auto value (e.g. a 0 meaning "by image size") replaced by the value used. This is what
+    the store keys and shows; forms display it."""
+    from explainers.registry import all_analyses
+    from explainers.runner import resolved_params as resolve
 
-    return run_check(_request(model, dataset, samples, explainer, params, target), seed)
+    method = all_analyses().get(explainer) or get_explainer(explainer)
+    return resolve(method, _model(model), params).to_dict()
+
+
+def sanity(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+           params: dict[str, Any] | None = None, target: str | int = "predicted", seed: int = 0,
+           threshold: float = 0.7, compute: bool = True):
+    """Cascading model-randomisation sanity check (Adebayo et al., NeurIPS 2018; ``sanity_check``)
+    of ``explainer`` (with ``params``) on ``samples``: the model's layers are randomised from the
+    output down and the samples re-explained at every stage. Cached like every analysis; returns an
+    ``explainers.sanity_result.SanityResult`` with per-layer Spearman of |map| (and SSIM for
+    images), the maps, a pass/fail ``verdict``, ``key``, ``link`` and ``cached``; with
+    ``compute=False``, None when this check is not stored yet (nothing runs)."""
+    from explainers.sanity import request
+    from explainers.sanity_result import SanityResult
+    from worker.analyses import run_analysis
+
+    ids = parse_samples(samples, len(_dataset(dataset)))
+    if not ids:
+        raise DatasetError(f"the sample selection {samples!r} is empty")
+    chosen = request(explainer, params, ids, target, seed, threshold)
+    found = run_analysis("sanity_check", _model(model), _dataset(dataset), chosen, compute=compute)
+    return None if found is None else SanityResult(found)
+
+
+def sanity_result(key: str):
+    """The stored sanity check behind a share link (``?run=<key>``)."""
+    from explainers.sanity_result import SanityResult
+
+    return SanityResult(artifact(key))
 
 
 def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] | None = None):
@@ -465,6 +495,21 @@ def _cmd_pathways(args: argparse.Namespace) -> None:
     print(f"\nlink: {res.link}")
 
 
+def _cmd_sanity(args: argparse.Namespace) -> None:
+    res = sanity(args.model, args.dataset, args.samples, args.explainer, _parse_sets(args.set), target=args.target,
+                 seed=args.seed, threshold=args.threshold)
+    medians = res.medians()
+    rows = [{"randomised down to": layer, **{f"median {name}": round(float(v[s]), 3) for name, v in medians.items()}}
+            for s, layer in enumerate(res.layers)]
+    if args.json:
+        print(json.dumps({"key": res.key, "link": res.link, "cached": res.cached, "explainer": res.explainer,
+                          "params": res.explainer_params, "verdict": res.verdict, "verdict_text": res.verdict_text,
+                          "stages": rows, "samples": res.sample_rows()}, indent=2))
+        return
+    _print_table(rows, False)
+    print(f"\n{res.explainer}: {res.verdict_text}\n({'from the cache' if res.cached else 'computed'}) link: {res.link}")
+
+
 def _cmd_link(args: argparse.Namespace) -> None:
     print(link(args.run))
 
@@ -528,6 +573,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="steps, correct_only, top_k …")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_pathways)
+    p = sub.add_parser("sanity", help="cascading model-randomisation sanity check of an explainer (cached; on the cluster)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--samples", default="0:8", help="'all', 'a:b[:step]' or '1,4,7' (default 0:8)")
+    p.add_argument("--explainer", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="explainer parameter")
+    p.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--threshold", type=float, default=0.7, help="fail at a median Spearman ≥ this (default 0.7)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_sanity)
     p = sub.add_parser("link", help="print the share link of a stored run")
     p.add_argument("--run", metavar="KEY", required=True)
     p.set_defaults(func=_cmd_link)

@@ -6,6 +6,7 @@ import streamlit as st
 import loupe
 from store.links import base_url
 from views import st_layout as ui
+from views import st_sanity
 from views.compare import AGREEMENT, agreement_matrix, disagreement, metric_table
 from views.explain import explain_link
 
@@ -79,3 +80,8 @@ for m in chosen_models:
     ranked.insert(0, "open", [explain_link(base_url(), m, dataset_id, [s], [e for _, e in mine]) for s in ranked["sample"]])
     right.dataframe(ranked, hide_index=True, width="stretch", key=f"cmp-rank-{m}",
                     column_config={"open": st.column_config.LinkColumn("open", display_text="explain")})
+
+# -- sanity check of the compared explainers (cascading model randomisation; issue #17) ---------------
+st.divider()
+sanity_model = st.selectbox("Model for the sanity check", chosen_models, key="cmp-sanity-model")
+st_sanity.section(sanity_model, dataset_id, samples, {e: {} for e in chosen}, "predicted", key="cmp-sanity")

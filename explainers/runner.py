@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from data.base import Dataset
-from explainers.base import Params, Passes, Result
+from explainers.base import Analysis, Explainer, ParamError, Params, Passes, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
 from store.keys import TARGET_RULES
@@ -78,6 +78,20 @@ def _merge_extras(parts: list[tuple[int, dict]]) -> dict:
     return merged
 
 
+def resolved_params(method: Explainer | Analysis, model: ModelHandle, params: Params | dict | None) -> Params:
+    """``params`` validated, with the preset applied and every auto value replaced by the value used
+    on ``model`` (``method.resolve``): what runs, what the cache key covers and what is stored and
+    shown. A setting that cannot fit the model (e.g. a window larger than the image) is an
+    ExplainError."""
+    p = params if isinstance(params, method.Params) else method.Params.from_dict(params or {})
+    try:
+        return method.resolve(model, p)
+    except ParamError:
+        raise
+    except ValueError as err:
+        raise ExplainError(str(err)) from None
+
+
 def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict | None = None,
                   with_metrics: bool = True) -> Passes:
     """Model passes :func:`explain_samples` costs per sample: the prediction (one forward), the
@@ -85,13 +99,8 @@ def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict |
     from explainers.evaluation import curve_passes
 
     explainer = get_explainer(explainer_id)
-    p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
     overhead = 1 + (curve_passes(model.input_shape) if with_metrics else 0)
-    try:
-        own = explainer.passes(model, p)
-    except ValueError as err:  # e.g. a window larger than the image: the same check explain() makes
-        raise ExplainError(str(err)) from None
-    return own + Passes.exact(overhead)
+    return explainer.passes(model, resolved_params(explainer, model, params)) + Passes.exact(overhead)
 
 
 def explain_samples(
@@ -118,7 +127,7 @@ def explain_samples(
     check_compatible(model, dataset)
     if batch_size < 1:
         raise ExplainError(f"batch_size must be ≥ 1, got {batch_size}")
-    p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
+    p = resolved_params(explainer, model, params)
     ids = [int(i) for i in dataset.check_ids(sample_ids)]
     started = time.perf_counter()
     x = dataset.inputs(ids)

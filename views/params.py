@@ -56,6 +56,13 @@ def grouped(schema: list[Mapping[str, Any]]) -> dict[str, list[Widget]]:
     return {name: items for name, items in groups.items() if items}
 
 
+def with_defaults(schema: list[Mapping[str, Any]], defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The schema with each field's default replaced by its value in ``defaults``: the values an
+    explainer resolves to on one model under one preset (``loupe.resolved_params``), so a form shows
+    the values that will run (not 0 for "auto") and a URL leaves exactly those out."""
+    return [{**f, "default": defaults.get(f["name"], f["default"])} for f in schema]
+
+
 def to_query(explainer_id: str, values: Mapping[str, Any], schema: list[Mapping[str, Any]]) -> dict[str, str]:
     """``{"<explainer>.<param>": value}`` for the values that differ from their defaults."""
     defaults = {f["name"]: f["default"] for f in schema}

@@ -17,7 +17,7 @@ import numpy as np
 from data.base import Dataset
 from explainers.base import Analysis
 from explainers.registry import get_analysis
-from explainers.runner import ExplainError, library_versions
+from explainers.runner import ExplainError, library_versions, resolved_params
 from model_registry.base import ModelHandle
 from store.artifacts import Artifact
 from store.keys import array_digest, artifact_key
@@ -69,16 +69,19 @@ def _execute(job: AnalysisJob, model: ModelHandle) -> tuple[dict[str, Any], dict
 
 
 def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
-                 params: dict[str, Any] | None = None, *, store: Store | None = None) -> Artifact:
+                 params: dict[str, Any] | None = None, *, store: Store | None = None,
+                 compute: bool = True) -> Artifact | None:
     """The stored artifact of ``analysis`` on ``model`` over ``dataset``, computed on a worker only
-    when no identical request (same model weights, params and input arrays) is stored."""
+    when no identical request (same model weights, params and input arrays) is stored; with
+    ``compute=False`` a request that is not stored returns None instead (pages use it to show a
+    stored result without starting work)."""
     from worker.batch import _model_ref
 
     chosen = get_analysis(analysis) if isinstance(analysis, str) else analysis
     reason = chosen.unsupported_reason(model)
     if reason:
         raise ExplainError(reason)
-    checked = chosen.Params.from_dict(params)
+    checked = resolved_params(chosen, model, params)
     prepared = chosen.prepare(model, dataset, checked)
     store = store or Store()
     meta = {"kind": chosen.spec.output, "model_id": model.id, "weights_hash": model.weights_hash,
@@ -90,7 +93,8 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
     try:
         return replace(store.get_artifact(key), link=link, cached=True)
     except RunNotFound:
-        pass
+        if not compute:
+            return None
     store.check_writable()  # before any work whose result could not be saved
     started = time.perf_counter()
     job = AnalysisJob(_model_ref(model), chosen, checked.to_dict(), prepared.inputs)

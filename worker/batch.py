@@ -18,12 +18,13 @@ import numpy as np
 from data.base import Dataset
 from explainers.base import Passes, Result
 from explainers.registry import get_explainer
-from explainers.runner import ExplainError, Progress, check_compatible, library_versions, parse_target
+from explainers.runner import (ExplainError, Progress, check_compatible, library_versions, parse_target,
+                               resolved_params)
 from model_registry.base import ModelHandle
 from store.keys import item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, RunNotFound, Store
-from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, run_sanity_job, time_passes
+from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, time_passes
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
@@ -73,7 +74,7 @@ def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]
     if not ids:
         raise ExplainError("no samples selected")
     target = parse_target(target, len(model.classes))
-    return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target)
+    return Request(model, dataset, ids, explainer.spec.id, resolved_params(explainer, model, params).to_dict(), target)
 
 
 # -- conversions between results and stored items ------------------------------------------------
@@ -297,24 +298,6 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
                 versions=library_versions())
     key = store.put_run(meta, [keys[i] for i in req.sample_ids])
     return _finish(req, store.get_run(key), {"computed": len(missing), "reused": len(found), "passes": passes})
-
-
-def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
-    """Adebayo et al.'s model-randomisation check for ``req`` on the cluster (not cached): one
-    Spearman correlation per sample between |map| of the trained and of a re-initialised model."""
-    job = _job(req, req.sample_ids, len(req.sample_ids))
-    if _in_process(req.model):
-        _run_local(job, req.model)
-        return run_sanity_job(job, seed)
-    from worker.cluster import get_client, uses_gpu_resources
-
-    client = get_client()
-    resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(run_sanity_job, job, seed, pure=False, resources=resources)
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise _failure(err, job) from err
 
 
 def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:

@@ -217,20 +217,3 @@ def predict_job(ref: ModelRef, x: np.ndarray, file_bytes: bytes | None = None) -
     use_all_cores()
     model = load_model_on_worker(ref, file_bytes)
     return torch.softmax(model.logits(torch.from_numpy(x)), dim=1).numpy()
-
-
-def run_sanity_job(job: Job, seed: int = 0) -> np.ndarray:
-    """Model-randomisation sanity check for one chunk on this worker: per-sample Spearman between
-    |map| of the trained model and of a re-initialised copy (see explainers.evaluation)."""
-    from explainers.evaluation import randomization_check
-    from explainers.registry import get_explainer
-    from explainers.runner import resolve_targets
-
-    model = load_model_on_worker(job.model)
-    explainer = get_explainer(job.explainer_id)
-    x = torch.from_numpy(job.x).to(model.device)
-    predictions = model.logits(x).argmax(1).numpy()
-    targets = resolve_targets(job.target, predictions, job.y, len(model.classes))
-    return randomization_check(explainer, model, x, torch.as_tensor(targets, device=model.device),
-                               explainer.Params.from_dict(job.params),
-                               background=torch.from_numpy(job.background).to(model.device), seed=seed)

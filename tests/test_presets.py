@@ -1,0 +1,73 @@
+"""Presets (issue #17): ``preset="paper"`` reproduces the seed explainers' results from before the
+``loupe`` defaults existed (stored in tests/data/paper_reference.npz by tests/paper_reference.py),
+a parameter the user sets wins over the preset, and stored params are the values used."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from explainers.base import PRESETS, ParamError
+from explainers.registry import all_analyses, all_explainers
+from tests import paper_reference as ref
+
+SEEDS = ("samp", "osa_das", "surrogate_rules", "bluff_pathways")
+
+
+@pytest.fixture(scope="module")
+def stored() -> dict[str, np.ndarray]:
+    with np.load(ref.FIXTURE) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+@pytest.mark.parametrize("explainer_id", ["samp", "osa_das"])
+def test_paper_preset_reproduces_the_stored_maps(explainer_id: str, stored: dict[str, np.ndarray]) -> None:
+    now = ref.map_outputs(explainer_id, {"preset": "paper"})
+    assert set(now) == {k for k in stored if k.startswith(f"{explainer_id}/")}
+    for name, maps in now.items():
+        scale = float(np.abs(stored[name]).max())
+        np.testing.assert_allclose(maps, stored[name], rtol=1e-5, atol=1e-6 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("analysis_id", list(ref.ANALYSIS_CASES))
+def test_paper_preset_reproduces_the_stored_analyses(analysis_id: str, stored: dict[str, np.ndarray]) -> None:
+    now = ref.analysis_outputs(analysis_id, {"preset": "paper"})
+    assert set(now) == {k for k in stored if k.startswith(f"{analysis_id}/")}
+    assert json.loads(str(now[f"{analysis_id}/info"])) == json.loads(str(stored[f"{analysis_id}/info"]))
+    for name, array in now.items():
+        if array.dtype.kind in "biu":
+            np.testing.assert_array_equal(array, stored[name], err_msg=name)
+        elif array.dtype.kind == "f":
+            np.testing.assert_allclose(array, stored[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_the_fixture_differs_from_the_loupe_defaults_where_they_depart(stored: dict[str, np.ndarray]) -> None:
+    """The comparison above could not pass by accident: SAMP's and OSA-DAS's loupe defaults give
+    other maps on the same images."""
+    for explainer_id in ("samp", "osa_das"):
+        now = ref.map_outputs(explainer_id, {})
+        assert any(not np.allclose(now[k], stored[k], rtol=1e-3, atol=1e-4 * np.abs(stored[k]).max()) for k in now)
+
+
+@pytest.mark.parametrize("explainer_id", SEEDS)
+def test_every_seed_explainer_has_both_presets_and_a_set_value_wins(explainer_id: str) -> None:
+    table = {**all_explainers(), **all_analyses()}
+    cls = table[explainer_id].Params
+    assert tuple(cls.presets) == PRESETS and cls().preset == "loupe"
+    for preset, values in cls.presets.items():
+        p = cls(preset=preset)
+        assert all(getattr(p, name) == value for name, value in values.items())
+    with pytest.raises(ParamError, match="preset must be one of"):
+        cls.from_dict({"preset": "mine"})
+
+
+def test_a_set_value_wins_over_the_preset_and_round_trips() -> None:
+    from explainers.samp import SampParams
+
+    paper = SampParams.from_dict({"preset": "paper", "momentum": "0"})
+    assert (paper.momentum, paper.quadrature) == (0.0, SampParams.presets["paper"]["quadrature"])
+    assert SampParams.from_dict(json.loads(paper.to_json())) == paper
+    schema = {f["name"]: f for f in SampParams.schema()}
+    assert schema["quadrature"]["presets"] == {p: v["quadrature"] for p, v in SampParams.presets.items()}
+    assert schema["quadrature"]["default"] == SampParams.presets["loupe"]["quadrature"]
