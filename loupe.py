@@ -507,7 +507,8 @@ def _cmd_sanity(args: argparse.Namespace) -> None:
                           "stages": rows, "samples": res.sample_rows()}, indent=2))
         return
     _print_table(rows, False)
-    print(f"\n{res.explainer}: {res.verdict_text}\n({'from the cache' if res.cached else 'computed'}) link: {res.link}")
+    print(f"\n{res.verdict.upper()} {res.explainer}. {res.verdict_text}.\n"
+          f"({'from the cache' if res.cached else 'computed'}) link: {res.link}")
 
 
 def _cmd_link(args: argparse.Namespace) -> None:

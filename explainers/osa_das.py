@@ -28,6 +28,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -362,7 +363,7 @@ k = 1 on few-class models (README, "SAMP and OSA-DAS")."""
 
 @dataclass(frozen=True)
 class OsaDasParams(Params):
-    presets = {"loupe": LOUPE, "paper": PAPER}
+    presets: ClassVar[dict] = {"loupe": LOUPE, "paper": PAPER}
     preset: str = preset_choice()
     n_views: int = param(8, low=1, high=64, help="augmentation views per set (view 1 is the identity)")
     subspace_dim: int | None = preset_param(

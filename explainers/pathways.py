@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import pandas as pd
@@ -91,7 +91,7 @@ class PathwaysParams(Params):
     Bluff's settings as the spec reconstructs them (specs/bluff.md), which no Loupe bench has found a
     reason to change (README, "Presets")."""
 
-    presets = {"loupe": {}, "paper": {}}
+    presets: ClassVar[dict] = {"loupe": {}, "paper": {}}
     preset: str = preset_choice()
     original: int = param(0, low=0, help="class index of the attacked (benign) images")
     target: int = param(1, low=0, help="class index the targeted attack pushes them to")

@@ -1,5 +1,6 @@
 """SAMP: Salient Manipulation Path attribution (Zhang, Zheng, Zhou, Lu, "Path Choice Matters for
-Clear Attribution in Path Methods", ICLR 2024, arXiv 2401.10442), SAMP++ by default.
+Clear Attribution in Path Methods", ICLR 2024, arXiv 2401.10442): SAMP++'s paths under both presets;
+``preset="paper"`` credits and combines them as published, the ``loupe`` default differently (below).
 
 Follows specs/samp.md §2, itself after the authors' 2023 benchmark code (zbr17/ExplainAttr,
 ``sam.py`` / ``sam_naive.py``). A path runs from ``start`` to ``end`` in steps; each step
@@ -15,15 +16,20 @@ Follows specs/samp.md §2, itself after the authors' 2023 benchmark code (zbr17/
 3. moves those pixels (all channels) to their end values; under the infinitesimal constraint (IC)
    the whole step is shrunk uniformly so that its l1 length is at most D / ``n_frag``, D being the
    path's l1 length ‖start − end‖₁ (0 = off);
-4. adds g ⊙ Δx, summed over channels, to each pixel's attribution (left Riemann sum).
+4. credits the step to its pixels (:func:`step_credit`, ``quadrature``): the paper adds g ⊙ Δx, summed
+   over channels (left Riemann sum, g averaged under MS); ``trapezoid`` uses the mean of the raw
+   gradients at both ends of the step; ``measured`` (the loupe default) adds to the trapezoid credit
+   the step's residual f(x_{k+1}) − f(x_k) − Σ credit, spread in proportion to |credit|, so every path
+   adds up exactly to its output change. The end gradient is the next step's, so neither costs a pass;
+   each path takes one gradient at its last point.
 
 The deletion path runs from x to the baseline (by default the input that is zero after the model's
 normalisation: ``ModelHandle.baseline_value()``, black when the model exposes no normaliser); the
 insertion path from blur(x) to x, with the deletion/insertion metric's blur
 (:func:`explainers.evaluation.blur`: Gaussian, zero padding in normalised space). The deletion map
 is negated, so each path map estimates f(x) − f(its baseline) per pixel; the two are combined by
-``reduction`` ("sum" as in the paper, or "norm": min-max each, then add). Maps are raw, not
-normalised for display.
+``reduction`` ("sum" as in the paper; "norm": min-max each, then add, the authors' alternative and the
+loupe default; "l1": divide each by its l1 norm, then add). Maps are raw, not normalised for display.
 
 Batching: the rows of both paths for all images form one 2B batch that advances step by step;
 rows whose path is finished leave the batch. Rows are independent (the target logits are summed
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -47,8 +54,9 @@ from explainers.evaluation import blur
 from model_registry.base import ModelHandle
 
 PATHS = ("both", "deletion", "insertion")
-REDUCTIONS = ("sum", "norm")
-REDUCTION_HELP = "combine the two path maps: sum (the paper), or norm: min-max normalise each, then add"
+REDUCTIONS = ("sum", "norm", "l1")
+REDUCTION_HELP = ("combine the two path maps: sum (the paper's SAMP++), norm (the authors' alternative: min-max "
+                  "normalise each, then add) or l1 (divide each by its l1 norm, then add)")
 QUADRATURES = ("left", "trapezoid", "measured")
 QUADRATURE_HELP = ("credit of each step: left = the (averaged) gradient at its start × its displacement (the paper); "
                    "trapezoid = the mean of the raw gradients at both ends × displacement; measured = the trapezoid "
@@ -75,14 +83,17 @@ def auto_pixels_per_step(n_pixels: int) -> int:
 PAPER = {"n_frag": 50, "momentum": 0.5, "reduction": "sum", "quadrature": "left"}
 """SAMP++ as in the authors' 2023 code (spec §2): IC with n_frag 50, MS with 0.5, the two path maps
 summed, left Riemann credit."""
-LOUPE = {"n_frag": 50, "momentum": 0.5, "reduction": "sum", "quadrature": "measured"}
-"""Loupe's default: the same paths (IC + MS), credited so that each step adds up to its measured
-output change, combined as ... (README, "SAMP and OSA-DAS")."""
+LOUPE = {"n_frag": 50, "momentum": 0.5, "reduction": "norm", "quadrature": "measured"}
+"""Loupe's default: the same paths (IC + MS), each step credited with its measured output change
+(so each path's map adds up to f(end) − f(start)), the two maps min-max normalised before adding
+(the authors' alternative reduction), because under "sum" the deletion path's overshooting map
+outweighs the insertion path's and the map loses the insertion AUC to Integrated Gradients
+(README, "SAMP and OSA-DAS")."""
 
 
 @dataclass(frozen=True)
 class SampParams(Params):
-    presets = {"loupe": LOUPE, "paper": PAPER}
+    presets: ClassVar[dict] = {"loupe": LOUPE, "paper": PAPER}
     preset: str = preset_choice()
     pixels_per_step: int = param(
         0, low=0, high=2**24,
@@ -265,9 +276,15 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
     return (maps - low[:, None, None]) / span[:, None, None]
 
 
+def _unit_l1(maps: torch.Tensor) -> torch.Tensor:
+    """Each map divided by its l1 norm (an all-zero map stays zero)."""
+    return maps / maps.abs().flatten(1).sum(dim=1).clamp(min=torch.finfo(maps.dtype).tiny)[:, None, None]
+
+
 _REDUCE = {
     "sum": lambda a, b: a + b,
     "norm": lambda a, b: _minmax(a) + _minmax(b),
+    "l1": lambda a, b: _unit_l1(a) + _unit_l1(b),
 }
 _PATH_NAMES = {"both": ("deletion", "insertion"), "deletion": ("deletion",), "insertion": ("insertion",)}
 
@@ -297,7 +314,9 @@ class Samp(Explainer):
         modalities=("image",),
         needs_gradients=True,
         description="Path attribution along greedy deletion and insertion paths that move the most salient "
-        "pixels first, with the infinitesimal constraint and momentum (SAMP++).",
+        "pixels first, with the infinitesimal constraint and momentum (SAMP++). The loupe preset credits each "
+        "step with its measured output change and min-max normalises the two path maps; paper is SAMP++ as "
+        "published.",
     )
     Params = SampParams
 

@@ -115,15 +115,14 @@ def verdict(spearman_median: np.ndarray, units: list[str], threshold: float) -> 
     stage = math.ceil(len(units) / 2) - 1
     value = float(spearman_median[stage])
     top = ", ".join(units[: stage + 1])
-    after = f"after the top {stage + 1} of {len(units)} layers ({top}) are randomised"
+    after = f"After the top {stage + 1} of {len(units)} layers ({top}) are randomised"
     if math.isnan(value):
-        return "inconclusive", f"inconclusive: {after}, the maps are constant, so their ranks cannot be compared"
+        return "inconclusive", f"{after}, the maps are constant, so their ranks cannot be compared"
     if value >= threshold:
-        return "fail", (f"fails: {after}, the map still ranks pixels like the trained model's map "
-                        f"(median Spearman of |map| {value:.2f} ≥ {threshold:g}), so it does not depend on "
-                        "what the model learned")
-    return "pass", (f"passes: {after}, the map's median Spearman of |map| with the trained model's map "
-                    f"falls to {value:.2f} (< {threshold:g}), so it depends on the learned weights")
+        return "fail", (f"{after}, the map still ranks pixels like the trained model's map (median Spearman of "
+                        f"|map| {value:.2f} ≥ {threshold:g}): it does not depend on what the model learned")
+    return "pass", (f"{after}, the map's median Spearman of |map| with the trained model's map falls to "
+                    f"{value:.2f} (< {threshold:g}): it depends on the learned weights")
 
 
 @dataclass(frozen=True)

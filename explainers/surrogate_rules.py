@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ class SurrogateParams(Params):
     """The paper's own settings are not known (specs/surrogate.md §0): both presets are the spec's
     reconstruction, which no Loupe bench has found a reason to change (README, "Presets")."""
 
-    presets = {"loupe": {}, "paper": {}}
+    presets: ClassVar[dict] = {"loupe": {}, "paper": {}}
     preset: str = preset_choice()
     k: int = param(0, low=0, high=10_000, help="features the surrogate may use; 0 picks k from the held-out fidelity-versus-k curve", group="surrogate")
     max_leaves: int = param(16, low=2, high=256, help="leaf cap of the surrogate tree (= number of global rules)", group="surrogate")

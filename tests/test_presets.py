@@ -71,3 +71,34 @@ def test_a_set_value_wins_over_the_preset_and_round_trips() -> None:
     schema = {f["name"]: f for f in SampParams.schema()}
     assert schema["quadrature"]["presets"] == {p: v["quadrature"] for p, v in SampParams.presets.items()}
     assert schema["quadrature"]["default"] == SampParams.presets["loupe"]["quadrature"]
+
+
+# -- auto values are stored as the values used (issue #14, item 7) ---------------------------------------
+
+
+def test_resolved_params_replace_auto_values_by_the_values_used() -> None:
+    import loupe
+
+    assert loupe.resolved_params("shapes_cnn", "samp")["pixels_per_step"] == 81
+    assert loupe.resolved_params("digits_cnn", "samp")["pixels_per_step"] == 10
+    assert loupe.resolved_params("shapes_cnn", "samp", {"pixels_per_step": 40})["pixels_per_step"] == 40
+    osa = loupe.resolved_params("shapes_cnn", "osa_das")
+    assert (osa["preset"], osa["patch"], osa["stride"], osa["subspace_dim"]) == ("loupe", 9, 4, 1)
+    assert loupe.resolved_params("shapes_cnn", "osa_das", {"preset": "paper"})["subspace_dim"] == 2, \
+        "the paper's k = 3, clipped to half of shapes_cnn's 4 logits"
+    occlusion = loupe.resolved_params("shapes_cnn", "occlusion")
+    assert (occlusion["window"], occlusion["stride"]) == (8, 4)
+    assert loupe.resolved_params("shapes_cnn", "feature_ablation")["cell"] == 8
+    assert loupe.resolved_params("breast_cancer_mlp", "feature_ablation")["cell"] == 0, "tables have no cells"
+    with pytest.raises(loupe.ExplainError, match="exceeds the 64-pixel image side"):
+        loupe.resolved_params("shapes_cnn", "occlusion", {"window": 65})
+
+
+def test_auto_and_its_resolved_value_are_one_stored_run() -> None:
+    import loupe
+
+    auto = loupe.explain("shapes_cnn", "shapes", "0:2", "occlusion")
+    assert (auto.provenance["params"]["window"], auto.provenance["params"]["stride"]) == (8, 4)
+    explicit = loupe.explain("shapes_cnn", "shapes", "0:2", "occlusion", {"window": 8, "stride": 4})
+    assert explicit.cached and explicit.key == auto.key
+    assert loupe.run(auto.key).provenance["params"]["window"] == 8

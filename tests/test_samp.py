@@ -244,7 +244,7 @@ def test_path_curves_run_from_start_to_end():
             assert all(np.isfinite(c[: s + 1]).all() and np.isnan(c[s + 1 :]).all() for c, s in zip(curve, steps))
 
 
-@pytest.mark.parametrize("reduction", ["sum", "norm"])
+@pytest.mark.parametrize("reduction", ["sum", "norm", "l1"])
 def test_reduction_combines_the_two_path_maps(reduction):
     model = toys.tiny_convnet()
     x = toys.random_images(2, (3, 16, 16))
@@ -256,7 +256,10 @@ def test_reduction_combines_the_two_path_maps(reduction):
         low, high = a.min(axis=(1, 2), keepdims=True), a.max(axis=(1, 2), keepdims=True)
         return (a - low) / (high - low)
 
-    expected = dele + ins if reduction == "sum" else minmax(dele) + minmax(ins)
+    def unit_l1(a):
+        return a / np.abs(a).sum(axis=(1, 2), keepdims=True)
+
+    expected = {"sum": dele + ins, "norm": minmax(dele) + minmax(ins), "l1": unit_l1(dele) + unit_l1(ins)}[reduction]
     np.testing.assert_allclose(both, expected, rtol=1e-5, atol=1e-6)
 
 

@@ -14,9 +14,9 @@ _SAMPLE_LINE = "rgba(90, 90, 90, 0.25)"
 
 
 def verdict_line(res: SanityResult) -> str:
-    """The verdict as one Markdown line: coloured PASS/FAIL and the plain sentence."""
+    """The verdict as one Markdown line: coloured PASS/FAIL, the explainer and the plain sentence."""
     colour = {"pass": "green", "fail": "red"}.get(res.verdict, "orange")
-    return f":{colour}[**{res.verdict.upper()}**] {res.explainer}: {res.verdict_text}"
+    return f":{colour}[**{res.verdict.upper()}**] **{res.explainer}**. {res.verdict_text}."
 
 
 def sanity_figure(res: SanityResult, height: int = 320) -> go.Figure:

@@ -3,7 +3,8 @@ section that runs or opens it for a page's current selection (Explain, Compare, 
 Layout only: results come from the ``loupe`` API, figures from views/sanity.py."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import streamlit as st
