@@ -30,6 +30,10 @@ class ParamError(ValueError):
     """A parameter value is unknown, of the wrong type, or out of bounds; the message names it."""
 
 
+class ExplainError(ValueError):
+    """The request cannot run (incompatible model/dataset/explainer, bad target); says why."""
+
+
 def param(
     default: Any,
     *,
@@ -272,8 +276,6 @@ class ArtifactView:
     KIND: ClassVar[str]
 
     def __init__(self, artifact: Any) -> None:
-        from explainers.runner import ExplainError
-
         if artifact.kind != self.KIND:
             raise ExplainError(f"stored result {artifact.key} is a {artifact.kind!r} result, not {self.KIND}")
         self.artifact = artifact

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explainers.base import Analysis, Params, Prepared, Spec, param
-from explainers.runner import ExplainError
+from explainers.base import Analysis, ExplainError, Params, Prepared, Spec, param
 
 SOURCES = ("activations", "attributions")
 

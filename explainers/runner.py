@@ -14,18 +14,13 @@ import numpy as np
 import torch
 
 from data.base import Dataset
-from explainers.base import Params, Passes, Result
+from explainers.base import ExplainError, Params, Passes, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
 from store.keys import TARGET_RULES
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each batch."""
-
-
-
-class ExplainError(ValueError):
-    """The request cannot run (incompatible model/dataset/explainer, bad target); says why."""
 
 
 def parse_target(target: str | int, n_classes: int | None = None) -> str | int:

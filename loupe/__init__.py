@@ -19,9 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from data.base import Dataset, DatasetError
-from explainers.base import ParamError, Result
+from explainers.base import ExplainError, ParamError, Result
 from explainers.registry import UnknownExplainer, all_analyses, all_explainers, get_explainer
-from explainers.runner import ExplainError
 from model_registry.base import ModelError, ModelHandle
 
 

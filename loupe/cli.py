@@ -10,8 +10,7 @@ from typing import Sequence
 import numpy as np
 
 import loupe
-from explainers.base import ParamError, Result
-from explainers.runner import ExplainError
+from explainers.base import ExplainError, ParamError, Result
 
 
 def result_rows(res: Result) -> list[dict]:

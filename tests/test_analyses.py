@@ -16,7 +16,7 @@ import loupe
 from data.registry import get_dataset
 from explainers.base import Analysis, Params, Prepared, Spec, param
 from explainers.registry import all_analyses
-from explainers.runner import ExplainError
+from explainers.base import ExplainError
 from model_registry.base import ModelHandle, weights_hash
 from model_registry.registry import get_model, register_model
 from store.keys import InvalidKey, array_digest

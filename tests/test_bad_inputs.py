@@ -35,7 +35,7 @@ import loupe
 from data.base import DatasetError
 from explainers.base import ParamError
 from explainers.registry import get_explainer
-from explainers.runner import ExplainError
+from explainers.base import ExplainError
 from model_registry.base import ModelError
 from model_registry.uploads import RegistrationError, add_entry, save_upload
 from store.keys import InvalidKey

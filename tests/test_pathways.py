@@ -18,7 +18,7 @@ from explainers import _influence as inf
 from explainers.base import ParamError
 from explainers.pathways import (BluffPathways, PathwaysParams, PathwaysResult, Transition, attack_grid, columns,
                                  edge_medians)
-from explainers.runner import ExplainError
+from explainers.base import ExplainError
 from model_registry.registry import get_model
 from store.artifacts import Artifact
 from worker import cluster

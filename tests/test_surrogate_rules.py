@@ -16,7 +16,7 @@ from torch import nn
 
 import loupe
 from data.base import Dataset, Split
-from explainers.runner import ExplainError
+from explainers.base import ExplainError
 from explainers.surrogate_rules import RulesResult, combine
 from model_registry.base import ModelHandle, weights_hash
 from model_registry.blackbox import sklearn_model

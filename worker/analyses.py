@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from data.base import Dataset
-from explainers.base import Analysis
+from explainers.base import Analysis, ExplainError
 from explainers.registry import get_analysis
-from explainers.runner import ExplainError, library_versions
+from explainers.runner import library_versions
 from model_registry.base import ModelHandle
 from store.artifacts import Artifact
 from store.keys import array_digest, artifact_key

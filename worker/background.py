@@ -127,7 +127,7 @@ def start(spec: BatchSpec) -> BatchRecord:
     a background thread. Starting a batch that is already running returns its record; starting a
     finished, cancelled or interrupted one resumes it from the store."""
     if not spec.explainers:
-        from explainers.runner import ExplainError
+        from explainers.base import ExplainError
 
         raise ExplainError("choose at least one explainer")
     requests = _requests(spec)

@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data.base import Dataset
-from explainers.base import Passes, Result
+from explainers.base import ExplainError, Passes, Result
 from explainers.registry import get_explainer
-from explainers.runner import ExplainError, Progress, check_compatible, library_versions, parse_target
+from explainers.runner import Progress, check_compatible, library_versions, parse_target
 from model_registry.base import ModelHandle
 from store.keys import item_key, run_key
 from store.links import run_link
