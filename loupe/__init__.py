@@ -28,8 +28,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user: the CLI prints them without a traceback."""
     from model_registry.uploads import RegistrationError
     from store.db import StoreUnavailable
-    from store.keys import InvalidKey
-    from store.runs import RunNotFound, StoreError
+    from store.files import StoreError
+    from store.keys import InvalidKey, RunNotFound
     from store.schema import SchemaError
     from worker.batch import BatchCancelled, JobFailed
     from worker.cluster import ClusterError

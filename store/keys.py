@@ -34,6 +34,10 @@ class InvalidKey(ValueError):
     """A string that cannot be a key (wrong length or characters); the message quotes it."""
 
 
+class RunNotFound(LookupError):
+    """No run or analysis result with this key is stored."""
+
+
 def _plain(value: Any) -> Any:
     """JSON fallback for numpy scalars and 0-d arrays (e.g. sample ids from ``np.int64``)."""
     if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):

@@ -14,13 +14,13 @@ import torch
 
 import loupe
 from data.registry import get_dataset
-from explainers.base import Analysis, Params, Prepared, Spec, param
+from explainers.base import Analysis, ExplainError, Params, Prepared, Spec, param
 from explainers.registry import all_analyses
-from explainers.base import ExplainError
 from model_registry.base import ModelHandle, weights_hash
 from model_registry.registry import get_model, register_model
-from store.keys import InvalidKey, array_digest
-from store.runs import RunNotFound, Store, StoreError
+from store.files import StoreError
+from store.keys import InvalidKey, RunNotFound, array_digest
+from store.runs import Store
 from worker.analyses import run_analysis
 
 pytest.importorskip("model_registry.zoo")

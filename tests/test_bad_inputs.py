@@ -33,13 +33,12 @@ from streamlit.testing.v1 import AppTest
 
 import loupe
 from data.base import DatasetError
-from explainers.base import ParamError
+from explainers.base import ExplainError, ParamError
 from explainers.registry import get_explainer
-from explainers.base import ExplainError
 from model_registry.base import ModelError
 from model_registry.uploads import RegistrationError, add_entry, save_upload
-from store.keys import InvalidKey
-from store.runs import ItemRecord, RunNotFound, Store
+from store.keys import InvalidKey, RunNotFound
+from store.runs import ItemRecord, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = """

@@ -15,10 +15,9 @@ from torch import nn
 
 import loupe
 from explainers import _influence as inf
-from explainers.base import ParamError
+from explainers.base import ExplainError, ParamError
 from explainers.pathways import (BluffPathways, PathwaysParams, PathwaysResult, Transition, attack_grid, columns,
                                  edge_medians)
-from explainers.base import ExplainError
 from model_registry.registry import get_model
 from store.artifacts import Artifact
 from worker import cluster

@@ -12,9 +12,10 @@ import pytest
 
 from store import db, schema
 from store.export import export, top_k
-from store.keys import InvalidKey, canonical_json, check_key, is_valid_key, item_key, run_key
+from store.files import StoreError
+from store.keys import InvalidKey, RunNotFound, canonical_json, check_key, is_valid_key, item_key, run_key
 from store.links import parse_run_param, run_link
-from store.runs import ItemRecord, RunNotFound, Store, StoreError
+from store.runs import ItemRecord, Store
 
 META = {
     "model_id": "shapes_cnn",

@@ -20,9 +20,9 @@ from explainers.registry import get_analysis
 from explainers.runner import library_versions
 from model_registry.base import ModelHandle
 from store.artifacts import Artifact
-from store.keys import array_digest, artifact_key
+from store.keys import RunNotFound, array_digest, artifact_key
 from store.links import run_link
-from store.runs import RunNotFound, Store
+from store.runs import Store
 from worker.jobs import ModelRef, load_model_on_worker, remember, use_all_cores
 
 

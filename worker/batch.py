@@ -20,9 +20,9 @@ from explainers.base import ExplainError, Passes, Result
 from explainers.registry import get_explainer
 from explainers.runner import Progress, check_compatible, library_versions, parse_target
 from model_registry.base import ModelHandle
-from store.keys import item_key, run_key
+from store.keys import RunNotFound, item_key, run_key
 from store.links import run_link
-from store.runs import ItemRecord, RunNotFound, Store
+from store.runs import ItemRecord, Store
 from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, run_sanity_job, time_passes
 
 CHUNK_SIZE = 16
