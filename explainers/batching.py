@@ -13,6 +13,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from explainers._common import hooks
 
 PASS_VALUES = {"cpu": 2**20}
 """By device type: values the widest layer output of one pass's batch may hold."""
@@ -29,17 +32,15 @@ def _output_sizes(module: nn.Module) -> Iterator[list[int]]:
         if isinstance(out, torch.Tensor):
             sizes.append(out.numel())
 
-    handles = []
-    try:
-        try:
-            for sub in module.modules():
-                handles.append(sub.register_forward_hook(record))
-        except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
-            pass
+    def register() -> Iterator[RemovableHandle]:
+        for sub in module.modules():
+            try:
+                yield sub.register_forward_hook(record)
+            except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
+                return
+
+    with hooks(register()):
         yield sizes
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _rows(widest: int, device: torch.device, default: int) -> int:

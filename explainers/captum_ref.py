@@ -12,102 +12,23 @@ attribution to the explainer contract (explainers/base.py):
 
 Captum is imported inside ``explain`` so that listing explainers stays cheap.
 
-The small helpers here (:func:`check_inputs`, :func:`sample_seed`, :func:`seeded`,
-:func:`reference_input`) are shared with ``explainers.shap_ref``.
+Input checks, baselines and per-sample seeding come from :mod:`explainers._common`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from explainers._common import BASELINE_HELP, BASELINES, check_inputs, reference_input, sample_seed, seeded
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
 from model_registry.base import ModelHandle
 
-BASELINES = ("normalized_zero", "zero", "background_mean")
-_BASELINE_HELP = (
-    "reference input: normalized_zero = the input that is zero after the model's own normalisation "
-    "(black when the model has none); zero = all zeros in input space; background_mean = mean of the "
-    "background reference samples"
-)
 _FORWARD_ELEMENTS = 2**22  # input values per forward pass (16 MB of float32); never changes results
 _MAX_FORWARD_ROWS = 4096
-
-
-# -- shared helpers --------------------------------------------------------------------------------
-
-
-def check_inputs(explainer_id: str, model: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Validate ``x`` against the model's input shape and ``target`` against its classes; return
-    the target as a LongTensor on ``x``'s device. Messages name the explainer and the model."""
-    if tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise ValueError(
-            f"{explainer_id}: model {model.id!r} expects samples of shape {tuple(model.input_shape)}, "
-            f"got a batch of shape {tuple(x.shape)}"
-        )
-    target = torch.as_tensor(target).to(device=x.device, dtype=torch.long).reshape(-1)
-    if len(target) != len(x):
-        raise ValueError(f"{explainer_id}: target has {len(target)} entries for a batch of {len(x)} samples")
-    n_classes = len(model.classes)
-    bad = target[(target < 0) | (target >= n_classes)]
-    if bad.numel():
-        raise ValueError(
-            f"{explainer_id}: target class(es) {bad[:5].tolist()} out of range for model {model.id!r} "
-            f"with {n_classes} classes"
-        )
-    return target
-
-
-def sample_seed(seed: int, sample: torch.Tensor) -> int:
-    """A 32-bit seed from ``seed`` and the sample's bytes: the same sample always draws the same
-    noise, whatever batch it arrives in."""
-    digest = hashlib.sha256(str(int(seed)).encode())
-    digest.update(sample.detach().cpu().contiguous().numpy().tobytes())
-    return int.from_bytes(digest.digest()[:4], "little")
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with torch (CPU and ``device``) and ``np.random`` seeded to ``seed``; the
-    global generator states are restored afterwards (Captum draws from both)."""
-    devices = [device] if device.type == "cuda" else []
-    np_state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            yield
-    finally:
-        np.random.set_state(np_state)
-
-
-def _background_mean(model: ModelHandle, x: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
-    if background is None or len(background) == 0:
-        raise ValueError(f"baseline 'background_mean' needs background samples; none were given for {model.id!r}")
-    return background.to(device=x.device, dtype=x.dtype).mean(dim=0)
-
-
-_REFERENCES: dict[str, Callable[[ModelHandle, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
-    "normalized_zero": lambda model, x, background: model.baseline_value(),
-    "zero": lambda model, x, background: torch.zeros(()),
-    "background_mean": _background_mean,
-}
-
-
-def reference_input(
-    model: ModelHandle, x: torch.Tensor, choice: str, background: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The baseline named ``choice`` (one of :data:`BASELINES`) as a 1×(sample shape) tensor on
-    ``x``'s device and dtype, ready for Captum's ``baselines=``."""
-    if choice not in _REFERENCES:
-        raise ValueError(f"unknown baseline {choice!r}; known: {list(BASELINES)}")
-    ref = _REFERENCES[choice](model, x, background).to(device=x.device, dtype=x.dtype)
-    return ref.expand(x.shape[1:]).unsqueeze(0).contiguous()
 
 
 def _leaf(x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +100,7 @@ class IntegratedGradientsParams(Params):
         choices=("gausslegendre", "riemann_middle", "riemann_left", "riemann_right"),
         help="quadrature rule for the path integral (Captum's approximation method)",
     )
-    baseline: str = param("normalized_zero", choices=BASELINES, help=_BASELINE_HELP)
+    baseline: str = param("normalized_zero", choices=BASELINES, help=BASELINE_HELP)
 
 
 class IntegratedGradients(Explainer):
@@ -315,7 +236,7 @@ class GradCam(Explainer):
 class OcclusionParams(Params):
     window: int = param(0, low=0, high=4096, help="square occlusion window in pixels; 0 = auto: max(2, side // 8)")
     stride: int = param(0, low=0, high=4096, help="window step in pixels; 0 = auto: max(1, window // 2)")
-    fill: str = param("normalized_zero", choices=BASELINES, help="value the window is filled with; " + _BASELINE_HELP)
+    fill: str = param("normalized_zero", choices=BASELINES, help="value the window is filled with; " + BASELINE_HELP)
 
 
 class Occlusion(Explainer):
@@ -363,7 +284,7 @@ class Occlusion(Explainer):
 @dataclass(frozen=True)
 class FeatureAblationParams(Params):
     cell: int = param(0, low=0, high=4096, help="images: square grid cell ablated as one feature; 0 = auto: max(2, side // 8). Tables ablate one feature at a time")
-    fill: str = param("normalized_zero", choices=BASELINES, help="value ablated features are set to; " + _BASELINE_HELP)
+    fill: str = param("normalized_zero", choices=BASELINES, help="value ablated features are set to; " + BASELINE_HELP)
 
 
 def _grid_mask(height: int, width: int, cell: int, device: torch.device) -> torch.Tensor:

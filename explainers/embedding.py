@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from explainers._common import classifier_layer, hooks
 from explainers.base import Analysis, ExplainError, Params, Prepared, Spec, param
+from model_registry.base import ModelHandle
 
 SOURCES = ("activations", "attributions")
 
@@ -45,21 +47,14 @@ class EmbeddingParams(Params):
                       group="UMAP")
 
 
-def _classifier(model: nn.Module) -> nn.Linear | None:
-    """The last ``nn.Linear``: its input is the penultimate activation."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
-
-
-def penultimate(model, x: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def penultimate(model: ModelHandle, x: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(N×d penultimate activations, N×classes probabilities) of ``x`` on the model's device."""
-    layer = _classifier(model.module)
+    layer = classifier_layer(model.module)
+    if layer is None:
+        raise ExplainError(f"model {model.id!r} has no nn.Linear classifier layer whose input could be embedded")
     seen: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach().flatten(1).cpu()))
-    try:
+    with hooks([layer.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach().flatten(1).cpu()))]):
         logits = model.logits(x, batch_size=batch_size)
-    finally:
-        handle.remove()
     return torch.cat(seen).float().numpy(), torch.softmax(logits, dim=1).numpy()
 
 
@@ -102,7 +97,7 @@ class UmapEmbedding(Analysis):
             raise ExplainError(f"an embedding needs more samples ({len(ids)}) than n_neighbors ({params.n_neighbors})")
         labels = dataset.labels(ids)
         if params.source == "activations":
-            if not isinstance(model.module, nn.Module) or _classifier(model.module) is None:
+            if not isinstance(model.module, nn.Module) or classifier_layer(model.module) is None:
                 raise ExplainError(f"model {model.id!r} has no nn.Linear classifier layer whose input could be embedded")
             return Prepared(ids, {"x": dataset.inputs(ids).numpy(), "labels": labels})
         return Prepared(ids, {"labels": labels, **self._stored_maps(model, dataset, ids, params.explainer)})

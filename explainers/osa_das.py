@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explainers._common import check_inputs, classifier_layer, hooks
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
 from explainers.batching import measured_pass
-from explainers.captum_ref import check_inputs
 from model_registry.base import ModelHandle
 
 AUG_FIELDS = (
@@ -270,28 +270,26 @@ _FILLS: dict[str, Callable[[ModelHandle, torch.Tensor], torch.Tensor]] = {
 
 
 def _classifier_input(model: ModelHandle) -> nn.Linear:
-    """The last ``nn.Linear`` of the model: the layer whose input is the penultimate feature."""
-    linears = [m for m in model.module.modules() if isinstance(m, nn.Linear)]
-    if not linears:
+    """The layer whose input is the penultimate feature (:func:`explainers._common.classifier_layer`)."""
+    layer = classifier_layer(model.module)
+    if layer is None:
         raise ValueError(f"osa_das: feature 'penultimate' needs an nn.Linear classifier layer; model {model.id!r} has none")
-    return linears[-1]
+    return layer
 
 
 @contextlib.contextmanager
 def _penultimate(model: ModelHandle) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """A feature function returning the input of the classifier layer; the hook is removed on exit."""
     seen: list[torch.Tensor] = []
-    handle = _classifier_input(model).register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
 
     def features(rows: torch.Tensor) -> torch.Tensor:
         seen.clear()
         model.module(rows)
         return seen[-1].flatten(1)
 
-    try:
+    layer = _classifier_input(model)
+    with hooks([layer.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))]):
         yield features
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from explainers import _influence as inf
+from explainers._common import hooked
 from explainers.base import Analysis, ArtifactView, ParamError, Params, Prepared, Spec, param
 from explainers.batching import rows_per_pass
 from model_registry.base import ModelHandle
@@ -118,23 +119,6 @@ class PathwaysParams(Params):
 # ----------------------------------------------------------------------------------------------------
 # forward passes with hooks (always removed)
 # ----------------------------------------------------------------------------------------------------
-@contextmanager
-def hooked(module: nn.Module, forward: dict[str, Callable] | None = None,
-           pre: dict[str, Callable] | None = None) -> Iterator[None]:
-    """Forward (and forward-pre) hooks on named submodules for the duration of the block; removed
-    even when the block raises."""
-    handles = []
-    try:
-        for name, fn in (forward or {}).items():
-            handles.append(module.get_submodule(name).register_forward_hook(fn))
-        for name, fn in (pre or {}).items():
-            handles.append(module.get_submodule(name).register_forward_pre_hook(fn))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _batches(x: np.ndarray, size: int, device: torch.device) -> Iterator[torch.Tensor]:
     for start in range(0, len(x), size):
         yield torch.from_numpy(np.ascontiguousarray(x[start:start + size])).to(device)

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explainers._common import BASELINES, check_inputs, reference_input
 from explainers.base import Explainer, ParamError, Params, Passes, Result, Spec, param
-from explainers.captum_ref import BASELINES, check_inputs, reference_input
 from explainers.evaluation import blur
 from model_registry.base import ModelHandle
 

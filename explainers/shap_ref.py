@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explainers._common import check_inputs, sample_seed, seeded
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
-from explainers.captum_ref import check_inputs, sample_seed, seeded
 
 
 @dataclass(frozen=True)
