@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 import loupe
-from explainers.pathways import ATTACKS, COLUMNS, CRITERIA
+from explainers.results.pathways import COLUMNS, CRITERIA
 from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops,
                             selected_nodes, success_figure)
 from views.st_layout import follow_run_link
@@ -33,7 +33,8 @@ def request_form() -> None:
         classes = list(info["classes"])
         original = c2.selectbox("Original class", classes, index=0, key="original")
         target = c3.selectbox("Target class", classes, index=min(1, len(classes) - 1), key="target")
-        attack = c4.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].title, key="attack")
+        attacks = loupe.attacks()
+        attack = c4.selectbox("Attack", list(attacks), format_func=attacks.get, key="attack")
         c5, c6, c7 = st.columns(3)
         images = c5.number_input("Images per class", 1, 5000, 32, key="images")
         steps = c6.number_input("PGD steps", 1, 1000, 50, key="steps")

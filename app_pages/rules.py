@@ -5,7 +5,7 @@ everything after computing reads the stored result. Layout only."""
 import streamlit as st
 
 import loupe
-from explainers.surrogate_rules import RulesResult
+from explainers.results.rules import RulesResult
 from views.rules import changes_frame, conditions_frame, fidelity_curve_figure, importance_frame, rules_frame, tree_figure
 from views.st_layout import follow_run_link
 

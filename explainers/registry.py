@@ -15,7 +15,7 @@ from functools import lru_cache
 import explainers
 from explainers.base import Analysis, Explainer
 
-_NOT_METHODS = {"base", "registry", "evaluation", "runner"}
+_NOT_METHODS = {"base", "registry", "evaluation", "runner", "results"}
 
 
 class UnknownExplainer(KeyError):

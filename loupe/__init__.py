@@ -237,8 +237,8 @@ def rules(model: str, dataset: str, k: int | None = None, max_leaves: int = 16, 
     torch or any black box with predict_proba: top-k features, a decision-tree surrogate with its
     held-out fidelity, global rules, and per-sample local rules and counterfactuals. ``k=None``
     picks k from the fidelity-versus-k curve; ``params`` sets the other parameters. Cached like
-    every analysis; returns an ``explainers.surrogate_rules.RulesResult``."""
-    from explainers.surrogate_rules import RulesResult
+    every analysis; returns an ``explainers.results.rules.RulesResult``."""
+    from explainers.results.rules import RulesResult
 
     chosen = {**(params or {}), "k": k or 0, "max_leaves": max_leaves, "seed": seed}
     return RulesResult(analysis("surrogate_rules", model, dataset, chosen))
@@ -248,10 +248,10 @@ def pathways(model: str, dataset: str, original: str | int, target: str | int, a
              strengths: str | Sequence[float] | None = None, images: int = 32, **params: Any):
     """Bluff activation pathways (``bluff_pathways``) of a targeted attack from class ``original`` to
     ``target`` (names or indices) on ``model`` over ``dataset``: cached like every analysis. Returns
-    an ``explainers.pathways.PathwaysResult`` with ``layers``, ``nodes``, ``edges``, ``success_rate``,
+    an ``explainers.results.pathways.PathwaysResult`` with ``layers``, ``nodes``, ``edges``, ``success_rate``,
     ``highlight(criterion, strength, neurons_pct, connections_pct)``, ``key``, ``link``, ``cached``.
     ``strengths``: the grid (None: the attack's default 10); ``params``: steps, correct_only, top_k …"""
-    from explainers.pathways import PathwaysResult
+    from explainers.results.pathways import PathwaysResult
 
     classes = _model(model).classes
     grid = strengths if strengths is None or isinstance(strengths, str) else ",".join(map(str, strengths))
@@ -262,9 +262,23 @@ def pathways(model: str, dataset: str, original: str | int, target: str | int, a
 
 def pathways_result(key: str):
     """The stored pathways result behind a share link (``?run=<key>``)."""
-    from explainers.pathways import PathwaysResult
+    from explainers.results.pathways import PathwaysResult
 
     return PathwaysResult.from_artifact(artifact(key))
+
+
+def rules_result(key: str):
+    """The stored surrogate-rules result behind a share link (``?run=<key>``)."""
+    from explainers.results.rules import RulesResult
+
+    return RulesResult.from_artifact(artifact(key))
+
+
+def attacks() -> dict[str, str]:
+    """The attacks ``pathways`` can run: id -> title (targeted, from the Adversarial Robustness Toolbox)."""
+    from explainers.pathways import ATTACKS
+
+    return {name: attack.title for name, attack in ATTACKS.items()}
 
 
 def _class_index(name: str | int, classes: Sequence[str]) -> int:

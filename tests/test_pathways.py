@@ -16,8 +16,8 @@ from torch import nn
 import loupe
 from explainers import _influence as inf
 from explainers.base import ExplainError, ParamError
-from explainers.pathways import (BluffPathways, PathwaysParams, PathwaysResult, Transition, attack_grid, columns,
-                                 edge_medians)
+from explainers.pathways import BluffPathways, PathwaysParams, Transition, attack_grid, columns, edge_medians
+from explainers.results.pathways import PathwaysResult
 from model_registry.registry import get_model
 from store.artifacts import Artifact
 from worker import cluster

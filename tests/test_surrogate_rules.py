@@ -17,7 +17,8 @@ from torch import nn
 import loupe
 from data.base import Dataset, Split
 from explainers.base import ExplainError
-from explainers.surrogate_rules import RulesResult, combine
+from explainers.results.rules import RulesResult
+from explainers.surrogate_rules import combine
 from model_registry.base import ModelHandle, weights_hash
 from model_registry.blackbox import sklearn_model
 from worker.analyses import run_analysis

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explainers.pathways import COLUMNS, Highlight, PathwaysResult
+from explainers.results.pathways import COLUMNS, Highlight, PathwaysResult
 from views.figures import to_rgb_uint8
 
 COLUMN_COLOURS = {"original": "#2ca02c", "both": "#ff7f0e", "target": "#1f77b4", "attack": "#d62728"}
