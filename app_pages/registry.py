@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import loupe
-from model_registry.manifest import DATASET_KINDS, MODEL_KINDS, TASKS
+from manifest import DATASET_KINDS, MODEL_KINDS, TASKS
 from model_registry.uploads import add_entry, max_upload_bytes, save_upload
 from store.paths import manifest_path
 from views import st_layout as ui

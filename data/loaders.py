@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from data.base import Dataset, DatasetError, Split
-from model_registry.manifest import DatasetEntry
+from manifest import DatasetEntry
 
 if TYPE_CHECKING:  # PIL is imported on use
     from PIL.Image import Image as PILImage

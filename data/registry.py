@@ -10,7 +10,7 @@ from typing import Callable
 
 from data.base import Dataset, DatasetError
 from data.loaders import load_dataset, source_stamp
-from model_registry.manifest import ID_PATTERN, DatasetEntry, current_manifest
+from manifest import ID_PATTERN, DatasetEntry, Manifest, current_manifest
 
 _LOCK = threading.RLock()
 _LOADED: dict[str, tuple[tuple, Dataset]] = {}
@@ -25,6 +25,11 @@ def _builtins() -> dict[str, Callable[[], Dataset]]:
     from data.builtin import BUILTIN_DATASETS
 
     return BUILTIN_DATASETS
+
+
+def _manifest() -> Manifest:
+    """The manifest's datasets, checked against the built-in dataset ids."""
+    return current_manifest(reserved_datasets=frozenset(_builtins()))
 
 
 def _stamp(entry: DatasetEntry) -> tuple:
@@ -66,7 +71,7 @@ def get_dataset(dataset_id: str) -> Dataset:
             return _SESSION[dataset_id]
         if dataset_id in _builtins():
             return _load_builtin(dataset_id)
-        manifest = current_manifest()
+        manifest = _manifest()
         entry = manifest.dataset(dataset_id)
         if entry is not None:
             return _load_manifest_dataset(entry)
@@ -115,7 +120,7 @@ def list_datasets(check: bool = False) -> list[dict]:
     ("ok"/"error") and ``reason``, plus task/classes/shape where known without loading;
     ``check=True`` loads each manifest dataset first to verify it."""
     with _LOCK:
-        manifest = current_manifest()
+        manifest = _manifest()
         if check:
             for entry in manifest.datasets:
                 try:
@@ -139,6 +144,6 @@ def register_dataset(ds: Dataset) -> None:
     if not ID_PATTERN.fullmatch(ds.id):
         raise DatasetError(f"dataset id {ds.id!r} must match [A-Za-z0-9_.-]+")
     with _LOCK:
-        if ds.id in _builtins() or current_manifest().dataset(ds.id) is not None:
+        if ds.id in _builtins() or _manifest().dataset(ds.id) is not None:
             raise DatasetError(f"dataset id {ds.id!r} is already used by a built-in or manifest dataset")
         _SESSION[ds.id] = ds

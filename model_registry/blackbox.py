@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from manifest import ModelEntry
 from model_registry.base import ModelError, ModelHandle, PredictProbaModule, weights_hash
-from model_registry.manifest import ModelEntry
 
 
 def _check_estimator(model_id: str, estimator: object, n_classes: int) -> None:

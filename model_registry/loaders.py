@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from manifest import ModelEntry
 from model_registry.base import (
     ModelError,
     ModelHandle,
@@ -29,7 +30,6 @@ from model_registry.base import (
     pick_device,
     weights_hash,
 )
-from model_registry.manifest import ModelEntry
 
 # Opcodes that make the unpickler import a global (and so, possibly, run code).
 _GLOBAL_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST"})

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from data.loaders import source_stamp
+from manifest import ID_PATTERN, EntryError, Manifest, ModelEntry
+from manifest import current_manifest as read_current_manifest
 from model_registry.base import ModelError, ModelHandle, pick_device, weights_hash
 from model_registry.loaders import load_model
-from model_registry.manifest import ID_PATTERN, EntryError, ModelEntry, current_manifest
 
 _LOCK = threading.RLock()
 _LOADED: dict[tuple[str, str], tuple[tuple, ModelHandle]] = {}
@@ -28,6 +29,19 @@ def _zoo() -> dict[str, Any]:
     from model_registry.zoo import ZOO
 
     return ZOO
+
+
+def builtin_ids() -> tuple[frozenset[str], frozenset[str]]:
+    """Ids of the built-in models and datasets (imported on use: the zoo is not needed to parse)."""
+    from data.builtin import BUILTIN_DATASETS
+
+    return frozenset(_zoo()), frozenset(BUILTIN_DATASETS)
+
+
+def current_manifest() -> Manifest:
+    """The manifest (``manifest.current_manifest``), checked against the built-in model and dataset ids."""
+    models, datasets = builtin_ids()
+    return read_current_manifest(models, datasets)
 
 
 def _device_key(device: torch.device | str | None) -> torch.device:

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO
 
-from model_registry.manifest import DatasetEntry, ModelEntry, builtin_ids, read_manifest
+from manifest import DatasetEntry, ModelEntry, read_manifest
 
 DEFAULT_MAX_UPLOAD_MB = 200
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -148,6 +148,7 @@ def add_entry(section: str, values: dict[str, Any], manifest: Path | None = None
     ``store.paths.manifest_path()``). Steps: the keys and paths are parsed as the manifest reader
     would (in a candidate copy of the file), the id must be new, the model or dataset must load; only
     then the candidate replaces the manifest. Returns the parsed entry."""
+    from model_registry.registry import builtin_ids
     from store.paths import manifest_path
 
     if section not in _SECTIONS:

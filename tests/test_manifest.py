@@ -20,8 +20,8 @@ from torch import nn
 import data.registry as data_registry
 import model_registry.registry as model_registry
 from data.base import Dataset, DatasetError, Split
+from manifest import EntryError, cached_manifest, read_manifest
 from model_registry.base import ModelError, ModelHandle
-from model_registry.manifest import EntryError, cached_manifest, read_manifest
 
 ZOO_ID = "zoo_cnn"
 BUILTIN_DS = "shapes"

@@ -272,7 +272,7 @@ def test_a_gradient_boosting_black_box_gets_rules_the_same_way(boosted):
 
 
 def test_black_boxes_refuse_gradient_explainers_and_need_trust(boosted, tmp_path):
-    from model_registry.manifest import read_manifest
+    from manifest import read_manifest
 
     res, gbm = boosted
     handle = sklearn_model("gbm_session", gbm, ["malignant", "benign"], 30)

@@ -19,9 +19,9 @@ from PIL import Image
 
 from data.base import DatasetError
 from data.loaders import load_dataset
+from manifest import DATASET_KINDS, MODEL_KINDS, read_manifest
 from model_registry.base import ModelError, weights_hash
 from model_registry.loaders import MODEL_LOADERS, load_model
-from model_registry.manifest import DATASET_KINDS, MODEL_KINDS, read_manifest
 from data.loaders import DATASET_LOADERS
 
 FACTORY = "loupe_test_factory"

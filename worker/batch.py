@@ -133,7 +133,7 @@ def from_items(items: Sequence[ItemRecord]) -> Result:
 # -- execution -----------------------------------------------------------------------------------
 def _model_ref(model: ModelHandle) -> ModelRef:
     """Zoo models travel by id; manifest models also carry their entry."""
-    from model_registry.manifest import current_manifest
+    from model_registry.registry import current_manifest
 
     entry = current_manifest().model(model.id) if model.source == "manifest" else None
     return ModelRef(model.id, model.weights_hash, entry)

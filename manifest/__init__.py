@@ -4,7 +4,8 @@
 :class:`EntryError` (all its problems joined) and never hides the good ones; a TOML syntax error is a
 single error for the whole file, so built-in models keep working. Validation here is cheap and needs
 no torch: keys, types, kinds, ids, paths. Loading the files and running the models happens later, in
-``model_registry.loaders`` and ``data.loaders``.
+``model_registry.loaders`` and ``data.loaders``. This module is configuration shared by both, below
+them in the layers: it imports neither (the registries pass in the built-in ids it checks against).
 
 Example::
 
@@ -440,7 +441,7 @@ def read_manifest(
     return manifest
 
 
-_CACHE: dict[tuple, Manifest] = {}
+_CACHE: dict[tuple, tuple[tuple[int, int, int] | None, Manifest]] = {}
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -458,28 +459,22 @@ def cached_manifest(
     reserved_datasets: frozenset[str] = frozenset(),
 ) -> Manifest:
     """``read_manifest``, re-read only when the file's inode, mtime or size changed, so entries added
-    while the app runs appear on the next lookup without a restart."""
+    while the app runs appear on the next lookup without a restart. Only the newest version is kept
+    per (path, reserved ids): the model and dataset registries each ask with their own."""
     path = Path(path)
-    key = (path, _stamp(path), reserved_models, reserved_datasets)
-    manifest = _CACHE.get(key)
-    if manifest is None:
-        manifest = read_manifest(path, reserved_models, reserved_datasets)
-        _CACHE.clear()  # keep only the newest version
-        _CACHE[key] = manifest
-    return manifest
+    key, stamp = (path, reserved_models, reserved_datasets), _stamp(path)
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] != stamp:
+        cached = stamp, read_manifest(path, reserved_models, reserved_datasets)
+        _CACHE[key] = cached
+    return cached[1]
 
 
-def builtin_ids() -> tuple[frozenset[str], frozenset[str]]:
-    """Ids of the built-in models and datasets (imported on use: the zoo is not needed to parse)."""
-    from data.builtin import BUILTIN_DATASETS
-    from model_registry.zoo import ZOO
-
-    return frozenset(ZOO), frozenset(BUILTIN_DATASETS)
-
-
-def current_manifest() -> Manifest:
-    """The manifest at ``store.paths.manifest_path()``, checked against the built-in ids."""
+def current_manifest(reserved_models: frozenset[str] = frozenset(),
+                     reserved_datasets: frozenset[str] = frozenset()) -> Manifest:
+    """The manifest at ``store.paths.manifest_path()``, checked against the built-in ids the caller
+    reserves (``model_registry.registry.current_manifest`` passes the zoo's and the built-in
+    datasets'; ``data.registry`` the built-in datasets', all its entries depend on)."""
     from store.paths import manifest_path
 
-    models, datasets = builtin_ids()
-    return cached_manifest(manifest_path(), models, datasets)
+    return cached_manifest(manifest_path(), reserved_models, reserved_datasets)
