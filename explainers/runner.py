@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,18 @@ def resolve_targets(rule: str | int, predictions: np.ndarray, labels: np.ndarray
     if rule == "label":
         return labels.astype(np.int64)
     return np.full(len(predictions), rule, dtype=np.int64)
+
+
+def run_fields(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], explainer_id: str,
+               params: dict[str, Any], target: str | int) -> dict[str, Any]:
+    """What the stored run of explaining ``sample_ids`` is keyed by (:func:`store.keys.run_key`'s
+    fields): the model and its weights, the dataset, the samples and their content hash, the
+    explainer and its version, the params (all of them, defaults filled) and the target rule."""
+    spec = get_explainer(explainer_id).spec
+    ids = [int(i) for i in sample_ids]
+    return {"model_id": model.id, "weights_hash": model.weights_hash, "dataset_id": dataset.id, "sample_ids": ids,
+            "content_hash": dataset.content_hash(ids), "explainer_id": spec.id, "explainer_version": spec.version,
+            "params": params, "target": target}
 
 
 def check_compatible(model: ModelHandle, dataset: Dataset) -> None:

@@ -31,8 +31,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from store.files import StoreError
     from store.keys import InvalidKey, RunNotFound
     from store.schema import SchemaError
-    from worker.batch import BatchCancelled, JobFailed
     from worker.cluster import ClusterError
+    from worker.dispatch import BatchCancelled, JobFailed
 
     return (ModelError, DatasetError, ExplainError, ParamError, UnknownExplainer, InvalidKey, RunNotFound,
             StoreError, StoreUnavailable, SchemaError, JobFailed, BatchCancelled, ClusterError, RegistrationError)

@@ -29,7 +29,8 @@ from data.registry import get_dataset
 from model_registry.registry import get_model
 from store.runs import ItemRecord, Store
 from worker import cluster
-from worker.batch import JobFailed, make_request
+from worker.batch import make_request
+from worker.dispatch import JobFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("model_registry.zoo")

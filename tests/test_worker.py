@@ -19,7 +19,7 @@ from explainers.runner import explain_samples
 from model_registry.registry import get_model
 from store.runs import Store
 from worker import cluster
-from worker.batch import BatchCancelled, JobFailed
+from worker.dispatch import BatchCancelled, JobFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("model_registry.zoo")

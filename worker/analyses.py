@@ -23,7 +23,8 @@ from store.artifacts import Artifact
 from store.keys import RunNotFound, array_digest, artifact_key
 from store.links import run_link
 from store.runs import Store
-from worker.jobs import ModelRef, load_model_on_worker, remember, use_all_cores
+from worker import dispatch
+from worker.jobs import ModelRef, load_model_on_worker, use_all_cores
 
 
 @dataclass(frozen=True)
@@ -46,34 +47,10 @@ def run_analysis_job(job: AnalysisJob, file_bytes: bytes | None = None
     return info, arrays, str(model.device)
 
 
-def _execute(job: AnalysisJob, model: ModelHandle) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
-    """In this process for session models (workers cannot load them), else on the cluster."""
-    from worker.batch import _in_process, _ship_model_file, failure
-
-    if _in_process(model):
-        remember(model)
-        return run_analysis_job(job)
-    from worker.cluster import get_client, uses_gpu_resources
-
-    client = get_client()
-    resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(run_analysis_job, job, _ship_model_file(client, job.model), pure=False,
-                           resources=resources)
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise failure(err, f"{job.analysis.spec.id} on {job.model.model_id}", "run it again") from err
-    finally:
-        if not future.done():
-            client.cancel([future])
-
-
 def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
                  params: dict[str, Any] | None = None, *, store: Store | None = None) -> Artifact:
     """The stored artifact of ``analysis`` on ``model`` over ``dataset``, computed on a worker only
     when no identical request (same model weights, params and input arrays) is stored."""
-    from worker.batch import _model_ref
-
     chosen = get_analysis(analysis) if isinstance(analysis, str) else analysis
     reason = chosen.unsupported_reason(model)
     if reason:
@@ -93,8 +70,9 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
         pass
     store.check_writable()  # before any work whose result could not be saved
     started = time.perf_counter()
-    job = AnalysisJob(_model_ref(model), chosen, checked.to_dict(), prepared.inputs)
-    info, arrays, device = _execute(job, model)
+    job = AnalysisJob(dispatch.model_ref(model), chosen, checked.to_dict(), prepared.inputs)
+    info, arrays, device = dispatch.run(model, run_analysis_job, job, where=f"{chosen.spec.id} on {model.id}",
+                                        retry="run it again")
     store.put_artifact({**meta, "seconds": time.perf_counter() - started, "device": device,
                         "versions": library_versions()}, info, arrays)
     return replace(store.get_artifact(key), link=link, cached=False)

@@ -104,7 +104,8 @@ def _requests(spec: BatchSpec) -> list[Any]:
 
 def _run(record: BatchRecord, requests: list[Any], cancel: threading.Event) -> None:
     """The batch thread: one cached explanation per explainer, the record updated as chunks finish."""
-    from worker.batch import BatchCancelled, explain_cached
+    from worker.batch import explain_cached
+    from worker.dispatch import BatchCancelled
 
     keys: list[str] = []
     offset = 0

@@ -1,9 +1,10 @@
-"""Cached, distributed explanation: the data flow of DESIGN.md in one place.
+"""Cached explanation requests: the data flow of DESIGN.md in one place.
 
 For each request: compute every sample's item key, look them up in the store, run only the missing
-samples as chunked jobs on the Dask cluster, store each chunk as it finishes (so an interrupted
-batch resumes where it stopped when it is run again), then record the run and assemble the result
-from the store. An identical request therefore runs zero model passes.
+samples as chunked jobs (``worker.dispatch``: on the Dask cluster, or in this process for session
+models), store each chunk as it finishes (so an interrupted batch resumes where it stopped when it
+is run again), then record the run and assemble the result from the store. An identical request
+therefore runs zero model passes.
 """
 from __future__ import annotations
 
@@ -18,25 +19,16 @@ import numpy as np
 from data.base import Dataset
 from explainers.base import ExplainError, Passes, Result
 from explainers.registry import get_explainer
-from explainers.runner import Progress, check_compatible, library_versions, parse_target
+from explainers.runner import Progress, check_compatible, library_versions, parse_target, run_fields
 from model_registry.base import ModelHandle
 from store.keys import RunNotFound, item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, Store
-from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, run_sanity_job, time_passes
+from worker import dispatch
+from worker.jobs import Job, PassTime, predict_job, run_job, run_sanity_job, time_passes
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
-_RUN_KEY_FIELDS = ("model_id", "weights_hash", "dataset_id", "sample_ids", "content_hash", "explainer_id",
-                   "explainer_version", "params", "target")
-
-
-class BatchCancelled(RuntimeError):
-    """The user cancelled; finished chunks are stored and a rerun resumes from them."""
-
-
-class JobFailed(RuntimeError):
-    """A job failed on the cluster (its worker died or it raised); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -131,114 +123,45 @@ def from_items(items: Sequence[ItemRecord]) -> Result:
 
 
 # -- execution -----------------------------------------------------------------------------------
-def _model_ref(model: ModelHandle) -> ModelRef:
-    """Zoo models travel by id; manifest models also carry their entry."""
-    from model_registry.registry import current_manifest
-
-    entry = current_manifest().model(model.id) if model.source == "manifest" else None
-    return ModelRef(model.id, model.weights_hash, entry)
-
-
 def _job(req: Request, ids: Sequence[int], batch_size: int) -> Job:
     ds = req.dataset
     return Job(
-        model=_model_ref(req.model),
+        model=dispatch.model_ref(req.model),
         dataset_id=ds.id, task=ds.task, classes=tuple(ds.classes), sample_ids=tuple(ids),
         x=ds.inputs(ids).numpy(), y=ds.labels(ids), masks=ds.masks(ids), background=ds.background(32).numpy(),
         explainer_id=req.explainer_id, params=req.params, target=req.target, batch_size=batch_size,
     )
 
 
-def _in_process(model: ModelHandle) -> bool:
-    """Models registered in this process only (e.g. from a notebook) cannot be loaded by a worker."""
-    return model.source == "session"
+def _where(job: Job) -> str:
+    return f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
 
 
-def _run_local(job: Job, model: ModelHandle) -> tuple[Result, int]:
-    from worker.jobs import remember
-
-    remember(model)
-    return run_job(job)
-
-
-def _ship_model_file(client, ref: ModelRef):
-    """For an external cluster, the manifest model's file bytes scattered once (Dask keys them by
-    content hash, so resubmitting reuses them); None when workers share this machine."""
-    import os
-
-    if ref.entry is None or not os.environ.get("LOUPE_SCHEDULER"):
-        return None
-    return client.scatter(ref.entry.path.read_bytes(), hash=True, broadcast=False)
-
-
-def failure(err: BaseException, where: str, retry: str) -> BaseException:
-    """A clear message for a failed task running ``where``: user errors pass through unchanged; a
-    dead worker or any other exception becomes JobFailed, ending with the ``retry`` advice."""
-    from distributed import KilledWorker
-
-    from data.base import DatasetError
-    from explainers.base import ParamError
-    from model_registry.base import ModelError
-
-    if isinstance(err, KilledWorker):
-        return JobFailed(f"the worker running {where} died (out of memory or killed); {retry}")
-    if isinstance(err, (ModelError, DatasetError, ExplainError, ParamError)):
-        return err
-    return JobFailed(f"the job for {where} failed: {type(err).__name__}: {err}")
-
-
-def _failure(err: BaseException, job: Job) -> BaseException:
-    where = f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
-    return failure(err, where, "finished chunks are stored, run the same request again to resume")
+_RESUME = "finished chunks are stored, run the same request again to resume"
 
 
 def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: Store, batch_size: int,
              chunk_size: int, on_chunk: Callable[[int], None], cancel: threading.Event | None) -> int:
     """Run the missing samples, storing each chunk as it finishes; returns the model passes run."""
     jobs = [_job(req, missing[s:s + chunk_size], batch_size) for s in range(0, len(missing), chunk_size)]
-    meta = {**req.item_meta(), "device": None}
+    meta = req.item_meta()
     passes = 0
 
-    def store_chunk(job: Job, res: Result, n_passes: int) -> None:
+    def store_chunk(job: Job, done: tuple[Result, int]) -> None:
         nonlocal passes
+        res, n_passes = done
         passes += n_passes
         store.put_items({**meta, "device": res.provenance.get("device")},
                         to_items(res, [keys[i] for i in job.sample_ids]))
         on_chunk(len(job.sample_ids))
 
-    if _in_process(req.model):
-        for job in jobs:
-            if cancel is not None and cancel.is_set():
-                raise BatchCancelled("cancelled; finished chunks are stored")
-            store_chunk(job, *_run_local(job, req.model))
-        return passes
-
-    from distributed import as_completed
-
-    from worker.cluster import get_client, uses_gpu_resources
-
-    client = get_client()
-    resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    shipped = _ship_model_file(client, jobs[0].model)
-    futures = {client.submit(run_job, job, shipped, pure=False, resources=resources): job for job in jobs}
-    try:
-        for future in as_completed(futures, loop=client.loop):
-            if cancel is not None and cancel.is_set():
-                raise BatchCancelled("cancelled; finished chunks are stored, run it again to resume")
-            job = futures[future]
-            try:
-                res, n_passes = future.result()
-            except Exception as err:  # noqa: BLE001 - re-raised with context below
-                raise _failure(err, job) from err
-            store_chunk(job, res, n_passes)
-    finally:
-        client.cancel([f for f in futures if not f.done()])
+    dispatch.run_each(req.model, run_job, jobs, where=_where, retry=_RESUME, on_result=store_chunk, cancel=cancel)
     return passes
 
 
-def _run_meta(req: Request) -> dict[str, Any]:
-    return {**req.item_meta(), "sample_ids": list(req.sample_ids), "target": req.target,
-            "content_hash": req.dataset.content_hash(list(req.sample_ids)), "kind": "attribution"}
+def _run_fields(req: Request) -> dict[str, Any]:
+    """What the stored run of ``req`` is keyed by (``store.keys.run_key``)."""
+    return run_fields(req.model, req.dataset, req.sample_ids, req.explainer_id, req.params, req.target)
 
 
 def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
@@ -251,9 +174,8 @@ def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
 def find_stored(req: Request, store: Store | None = None) -> Result | None:
     """The stored run of ``req`` (one lookup, no model pass), or None when it was never run."""
     store = store or Store()
-    meta = _run_meta(req)
     try:
-        stored = store.get_run(run_key(**{k: meta[k] for k in _RUN_KEY_FIELDS}))
+        stored = store.get_run(run_key(**_run_fields(req)))
     except RunNotFound:
         return None
     return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
@@ -270,9 +192,9 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
             raise ExplainError(f"{name} must be an integer ≥ 1, got {value!r}")
     store = store or Store()
     started = time.perf_counter()
-    meta = _run_meta(req)
+    fields = _run_fields(req)
     try:
-        stored = store.get_run(run_key(**{k: meta[k] for k in _RUN_KEY_FIELDS}))
+        stored = store.get_run(run_key(**fields))
         if progress:
             progress(len(req.sample_ids), len(req.sample_ids))
         return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
@@ -293,8 +215,8 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
             progress(done, len(req.sample_ids))
 
     passes = _compute(req, missing, keys, store, batch_size, chunk_size, on_chunk, cancel) if missing else 0
-    meta.update(status="done", seconds=time.perf_counter() - started, device=str(req.model.device),
-                versions=library_versions())
+    meta = {**fields, "kind": "attribution", "status": "done", "seconds": time.perf_counter() - started,
+            "device": str(req.model.device), "versions": library_versions()}
     key = store.put_run(meta, [keys[i] for i in req.sample_ids])
     return _finish(req, store.get_run(key), {"computed": len(missing), "reused": len(found), "passes": passes})
 
@@ -303,45 +225,15 @@ def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
     """Adebayo et al.'s model-randomisation check for ``req`` on the cluster (not cached): one
     Spearman correlation per sample between |map| of the trained and of a re-initialised model."""
     job = _job(req, req.sample_ids, len(req.sample_ids))
-    if _in_process(req.model):
-        _run_local(job, req.model)
-        return run_sanity_job(job, seed)
-    from worker.cluster import get_client, uses_gpu_resources
-
-    client = get_client()
-    resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(run_sanity_job, job, seed, pure=False, resources=resources)
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise _failure(err, job) from err
-
-
-def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:
-    """``fn(ref, *args, file_bytes)`` for a small job: on the cluster, or in this process for
-    session models (seeded with the live handle); failures become JobFailed."""
-    from worker.jobs import remember
-
-    ref = _model_ref(model)
-    if _in_process(model):
-        remember(model)
-        return fn(ref, *args)
-    from worker.cluster import get_client, uses_gpu_resources
-
-    client = get_client()
-    resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(fn, ref, *args, _ship_model_file(client, ref), pure=False, resources=resources)
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise failure(err, f"{fn.__name__} for {model.id}", "try again") from err
+    return dispatch.run(req.model, run_sanity_job, job, seed, where=_where(job), retry=_RESUME)
 
 
 def predict(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]) -> np.ndarray:
     """Class probabilities of ``sample_ids`` (N×classes), computed on the worker."""
     check_compatible(model, dataset)
     ids = [int(i) for i in dataset.check_ids(sample_ids)]
-    return _on_worker(model, predict_job, dataset.inputs(ids).numpy())
+    return dispatch.run(model, predict_job, dispatch.model_ref(model), dataset.inputs(ids).numpy(),
+                        where=f"predict_job for {model.id}", retry="try again")
 
 
 _PASS_TIMES: dict[tuple[str, str], PassTime] = {}
@@ -353,7 +245,8 @@ def pass_time(model: ModelHandle) -> PassTime:
     key = (model.id, model.weights_hash)
     if key in _PASS_TIMES:
         return _PASS_TIMES[key]
-    _PASS_TIMES[key] = _on_worker(model, time_passes)
+    _PASS_TIMES[key] = dispatch.run(model, time_passes, dispatch.model_ref(model), where=f"time_passes for {model.id}",
+                                    retry="try again")
     return _PASS_TIMES[key]
 
 

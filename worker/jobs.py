@@ -219,14 +219,14 @@ def predict_job(ref: ModelRef, x: np.ndarray, file_bytes: bytes | None = None) -
     return torch.softmax(model.logits(torch.from_numpy(x)), dim=1).numpy()
 
 
-def run_sanity_job(job: Job, seed: int = 0) -> np.ndarray:
+def run_sanity_job(job: Job, seed: int = 0, file_bytes: bytes | None = None) -> np.ndarray:
     """Model-randomisation sanity check for one chunk on this worker: per-sample Spearman between
     |map| of the trained model and of a re-initialised copy (see explainers.evaluation)."""
     from explainers.evaluation import randomization_check
     from explainers.registry import get_explainer
     from explainers.runner import resolve_targets
 
-    model = load_model_on_worker(job.model)
+    model = load_model_on_worker(job.model, file_bytes)
     explainer = get_explainer(job.explainer_id)
     x = torch.from_numpy(job.x).to(model.device)
     predictions = model.logits(x).argmax(1).numpy()
