@@ -6,8 +6,8 @@ import datetime
 import streamlit as st
 
 import loupe
+from loupe import background
 from views import st_layout as ui
-from worker import background
 
 st.title("Batch")
 models = {m["id"]: m for m in ui.usable_models()}

@@ -121,3 +121,23 @@ class Dataset:
             "has_masks": self.eval.masks is not None,
             "meta": {k: v for k, v in self.meta.items() if k != "informative_features"},
         }
+
+
+def parse_samples(spec: str | Sequence[int] | int | None, n: int) -> list[int]:
+    """Sample ids from ``"all"``, ``"a:b[:step]"``, ``"1,4,7"``, an int, or a list of ints, for a
+    dataset of ``n`` samples (ids are checked against it later, by :meth:`Dataset.check_ids`)."""
+    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
+        return list(range(n))
+    if isinstance(spec, (int, np.integer)):
+        return [int(spec)]
+    if not isinstance(spec, str):
+        return [int(i) for i in spec]
+    try:
+        if ":" in spec:
+            parts = [int(p) if p.strip() else None for p in spec.split(":")]
+            if len(parts) > 3:
+                raise ValueError
+            return list(range(n))[slice(*parts)]
+        return [int(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise DatasetError(f"samples must look like 'all', '0:16', '0:100:5' or '1,4,7'; got {spec!r}") from None

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from explainers._common import classifier_layer, hooks
+from data.base import Dataset, parse_samples
 from explainers.base import Analysis, ExplainError, Params, Prepared, Spec, param
 from model_registry.base import ModelHandle
 
@@ -89,9 +90,7 @@ class UmapEmbedding(Analysis):
     )
     Params = EmbeddingParams
 
-    def prepare(self, model, dataset, params: EmbeddingParams) -> Prepared:
-        from loupe import parse_samples
-
+    def prepare(self, model: ModelHandle, dataset: Dataset, params: EmbeddingParams) -> Prepared:
         ids = parse_samples(params.samples, len(dataset))
         if len(ids) <= params.n_neighbors:
             raise ExplainError(f"an embedding needs more samples ({len(ids)}) than n_neighbors ({params.n_neighbors})")
@@ -103,17 +102,32 @@ class UmapEmbedding(Analysis):
         return Prepared(ids, {"labels": labels, **self._stored_maps(model, dataset, ids, params.explainer)})
 
     @staticmethod
-    def _stored_maps(model, dataset, ids: list[int], explainer: str) -> dict[str, np.ndarray]:
-        """The stored run of ``explainer`` (default params) over ``ids``: maps, predictions and metrics."""
-        from worker.batch import find_stored, make_request
+    def _stored_maps(model: ModelHandle, dataset: Dataset, ids: list[int], explainer_id: str) -> dict[str, np.ndarray]:
+        """The stored run of ``explainer_id`` (default params, predicted target) over ``ids``: maps,
+        predictions and metrics, read from the store (one lookup; nothing is computed here)."""
+        from explainers.registry import get_explainer
+        from explainers.runner import check_compatible, run_fields
+        from store.keys import RunNotFound, run_key
+        from store.runs import Store
 
-        res = find_stored(make_request(model, dataset, ids, explainer))
-        if res is None:
-            raise ExplainError(f"no stored {explainer} maps for these {len(ids)} samples of {dataset.id} on {model.id}; "
-                               "explain them first (the Embeddings page does this for you)")
-        metrics = {f"metric_{name}": np.array([m.get(name) for m in res.metrics], dtype=np.float64)
-                   for name, value in res.metrics[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
-        return {"maps": res.attributions, "predictions": res.predictions, "confidences": res.confidences, **metrics}
+        explainer = get_explainer(explainer_id)
+        reason = explainer.unsupported_reason(model)
+        if reason:
+            raise ExplainError(reason)
+        check_compatible(model, dataset)
+        dataset.check_ids(ids)
+        fields = run_fields(model, dataset, ids, explainer.spec.id, explainer.Params().to_dict(), "predicted")
+        try:
+            items = Store().get_run(run_key(**fields)).items
+        except RunNotFound:
+            raise ExplainError(f"no stored {explainer_id} maps for these {len(ids)} samples of {dataset.id} on "
+                               f"{model.id}; explain them first (the Embeddings page does this for you)") from None
+        metrics = {f"metric_{name}": np.array([rec.metrics.get(name) for rec in items], dtype=np.float64)
+                   for name, value in items[0].metrics.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        return {"maps": np.stack([np.asarray(rec.map) for rec in items]),
+                "predictions": np.array([rec.prediction for rec in items], dtype=np.int64),
+                "confidences": np.array([rec.confidence for rec in items], dtype=np.float32), **metrics}
 
     def compute(self, model, params: EmbeddingParams, inputs):
         arrays = {k: v for k, v in inputs.items() if k not in ("x", "maps")}

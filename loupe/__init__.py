@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.base import Dataset, DatasetError
+from data.base import Dataset, DatasetError, parse_samples
 from explainers.base import ExplainError, ParamError, Result
 from explainers.registry import UnknownExplainer, all_analyses, all_explainers, get_explainer
 from model_registry.base import ModelError, ModelHandle
@@ -99,27 +99,11 @@ def dataset(dataset_id: str) -> Dataset:
     return _dataset(dataset_id)
 
 
-def parse_samples(spec: str | Sequence[int] | None, n: int) -> list[int]:
-    """Sample ids from ``"all"``, ``"a:b[:step]"``, ``"1,4,7"``, an int, or a list of ints."""
-    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
-        return list(range(n))
-    if isinstance(spec, (int, np.integer)):
-        return [int(spec)]
-    if not isinstance(spec, str):
-        return [int(i) for i in spec]
-    try:
-        if ":" in spec:
-            parts = [int(p) if p.strip() else None for p in spec.split(":")]
-            if len(parts) > 3:
-                raise ValueError
-            return list(range(n))[slice(*parts)]
-        return [int(p) for p in spec.split(",") if p.strip()]
-    except ValueError:
-        raise DatasetError(f"samples must look like 'all', '0:16', '0:100:5' or '1,4,7'; got {spec!r}") from None
-
-
 # -- explaining (cached, on the cluster) ---------------------------------------------------------
-def _request(model: str, dataset: str, samples, explainer: str, params, target):
+def request(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+            params: dict[str, Any] | None = None, target: str | int = "predicted") -> Any:
+    """The validated request an ``explain`` call runs (a ``worker.batch.Request``): every check
+    (ids, compatibility, params, target) is made here, before any work."""
     from worker.batch import make_request
 
     get_explainer(explainer)
@@ -151,7 +135,7 @@ def explain(
     """
     from worker.batch import explain_cached
 
-    req = _request(model, dataset, samples, explainer, params, target)
+    req = request(model, dataset, samples, explainer, params, target)
     return explain_cached(req, batch_size=batch_size, progress=progress, cancel=cancel)
 
 
@@ -171,7 +155,7 @@ def explain_batch(
     from worker.batch import explain_cached
 
     chosen = dict(explainers) if isinstance(explainers, dict) else {e: None for e in explainers}
-    reqs = [_request(model, dataset, samples, e, p, target) for e, p in chosen.items()]
+    reqs = [request(model, dataset, samples, e, p, target) for e, p in chosen.items()]
     total = sum(len(r.sample_ids) for r in reqs)
     results: list[Result] = []
     for req in reqs:
@@ -186,7 +170,7 @@ def stored(model: str, dataset: str, samples: str | Sequence[int] | int | None, 
     """The stored result of this ``explain`` request, or None when it was never run; never computes."""
     from worker.batch import find_stored
 
-    return find_stored(_request(model, dataset, samples, explainer, params, target))
+    return find_stored(request(model, dataset, samples, explainer, params, target))
 
 
 def predict(model: str, dataset: str, samples: str | Sequence[int] | int | None) -> list[dict]:
@@ -208,7 +192,7 @@ def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None
     at the model's pass time measured on the worker (``worker.batch.Estimate``)."""
     from worker.batch import estimate as estimate_request
 
-    return estimate_request(_request(model, dataset, samples, explainer, params, target))
+    return estimate_request(request(model, dataset, samples, explainer, params, target))
 
 
 def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict[str, Any] | None = None,
@@ -218,7 +202,7 @@ def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict
     the explanation ignores what the model learned."""
     from worker.batch import sanity_check as run_check
 
-    return run_check(_request(model, dataset, samples, explainer, params, target), seed)
+    return run_check(request(model, dataset, samples, explainer, params, target), seed)
 
 
 def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] | None = None):

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 import loupe
-from worker import background
+from loupe import background
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 pytest.importorskip("model_registry.zoo")

@@ -3,7 +3,8 @@ them across reruns.
 
 A batch is one :class:`BatchSpec` (model, dataset slice, explainers with their params, target).
 Its id hashes the spec, so starting the same spec again is a resume: every finished chunk is
-already in the store (worker/batch.py) and only the rest runs. Each batch has a record,
+already in the store (worker/batch.py) and only the rest runs. A client of the public API
+(:func:`loupe.request`, :func:`loupe.export`), so it lives in the ``loupe`` package. Each batch has a record,
 ``$LOUPE_HOME/batches/<id>.json`` (written atomically), holding its status, progress and the run
 keys finished so far; a record still marked "running" whose thread is not alive in this process
 (the app was restarted) reads as "interrupted".
@@ -98,8 +99,7 @@ def list_batches() -> list[BatchRecord]:
 def _requests(spec: BatchSpec) -> list[Any]:
     import loupe
 
-    return [loupe._request(spec.model, spec.dataset, spec.samples, e, p, spec.target)  # noqa: SLF001
-            for e, p in spec.explainers.items()]
+    return [loupe.request(spec.model, spec.dataset, spec.samples, e, p, spec.target) for e, p in spec.explainers.items()]
 
 
 def _run(record: BatchRecord, requests: list[Any], cancel: threading.Event) -> None:
