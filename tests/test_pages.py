@@ -46,7 +46,7 @@ FAST = {"model": "digits_cnn", "dataset": "digits", "samples": "0,1", "explainer
 
 
 def test_explain_gallery_selection_and_url():
-    at = _page("app_pages/explain.py", {"model": "digits_cnn", "dataset": "digits", "target": "3"})
+    at = _page("pages/explain.py", {"model": "digits_cnn", "dataset": "digits", "target": "3"})
     assert not _errors(at) and at.selectbox(key="ex-target").value == "3"
     boxes = [c for c in at.checkbox if str(c.key).startswith("ex-pick-")]
     assert len(boxes) == 12 and not any(c.value for c in boxes)
@@ -58,7 +58,7 @@ def test_explain_gallery_selection_and_url():
 
 
 def test_explain_cost_preview_run_and_stored_results():
-    at = _page("app_pages/explain.py", FAST)
+    at = _page("pages/explain.py", FAST)
     assert not _errors(at)
     preview = at.table[0].value.set_index("explainer")
     forward = loupe.estimate("digits_cnn", "digits", [0, 1], "occlusion", {"window": 8, "stride": 8}).passes.forward
@@ -75,17 +75,17 @@ def test_explain_cost_preview_run_and_stored_results():
     assert len(at.get("plotly_chart")) == 4 + 4  # a deletion/insertion curve figure under each map
     stored = loupe.stored("digits_cnn", "digits", [0, 1], "occlusion", {"window": 8, "stride": 8})
     assert stored is not None and any(stored.key in link for link in links)
-    again = _page("app_pages/explain.py", FAST)  # the same URL shows the stored results without a click
+    again = _page("pages/explain.py", FAST)  # the same URL shows the stored results without a click
     assert sorted(_links(again)) == sorted(links)
 
 
 def test_explain_bad_links_show_errors():
-    assert any("samples must be" in e for e in _errors(_page("app_pages/explain.py", {"samples": "1,x"})))
-    assert any("Unknown model 'nope'" in e for e in _errors(_page("app_pages/explain.py", {"model": "nope"})))
-    at = _page("app_pages/explain.py", {**FAST, "explainers": "saliency,bogus", "saliency.abs": "maybe"})
+    assert any("samples must be" in e for e in _errors(_page("pages/explain.py", {"samples": "1,x"})))
+    assert any("Unknown model 'nope'" in e for e in _errors(_page("pages/explain.py", {"model": "nope"})))
+    at = _page("pages/explain.py", {**FAST, "explainers": "saliency,bogus", "saliency.abs": "maybe"})
     assert any("bogus" in e for e in _errors(at))
     assert any("abs='maybe'" in w.value for w in at.warning)
-    at = _page("app_pages/explain.py", {**FAST, "explainers": "occlusion", "occlusion.window": "40", "samples": "1,999"})
+    at = _page("pages/explain.py", {**FAST, "explainers": "occlusion", "occlusion.window": "40", "samples": "1,999"})
     assert any("window 40 exceeds" in e for e in _errors(at))
     assert any("outside 0…449: 999" in w.value for w in at.warning)
 
@@ -105,7 +105,7 @@ def test_share_link_opens_the_result_in_explain():
 
 def test_a_link_edited_to_another_page_opens_the_page_of_its_kind():
     res = loupe.explain("shapes_cnn", "shapes", "60:62", "saliency")
-    for page in ("app_pages/explain.py", "app_pages/rules.py", "app_pages/embeddings.py", "app_pages/pathways.py"):
+    for page in ("pages/explain.py", "pages/rules.py", "pages/embeddings.py", "pages/pathways.py"):
         at = _page(page, {"run": res.key})
         assert not _errors(at) and at.title[0].value == "Explain", page
         assert res.link in _links(at)
@@ -121,7 +121,7 @@ def test_unknown_run_link_says_not_found():
 # -- Compare ---------------------------------------------------------------------------------------
 def test_compare_tables_and_links():
     query = {"dataset": "digits", "models": "digits_cnn", "explainers": "saliency,input_x_gradient", "samples": "0:6"}
-    at = _page("app_pages/compare.py", query)
+    at = _page("pages/compare.py", query)
     assert not _errors(at)
     at.button(key="cmp-run").click().run()
     assert not _errors(at)
@@ -133,13 +133,13 @@ def test_compare_tables_and_links():
 
 
 def test_compare_unknown_model_is_reported():
-    at = _page("app_pages/compare.py", {"dataset": "digits", "models": "nope", "explainers": "saliency"})
+    at = _page("pages/compare.py", {"dataset": "digits", "models": "nope", "explainers": "saliency"})
     assert any("nope" in e for e in _errors(at))
 
 
 # -- Batch -----------------------------------------------------------------------------------------
 def _start_batch(samples: str) -> AppTest:
-    at = _page("app_pages/batch.py")
+    at = _page("pages/batch.py")
     at.selectbox(key="bt-model").set_value("digits_cnn").run()
     at.text_input(key="bt-samples").set_value(samples).run()
     at.multiselect(key="bt-explainers").set_value(["saliency"]).run()
@@ -177,7 +177,7 @@ def test_registry_adds_a_validated_model(tmp_path):
     path = tmp_path / "tiny_page.ts"
     torch.manual_seed(0)
     torch.jit.script(nn.Sequential(nn.Linear(30, 2))).save(str(path))
-    at = _page("app_pages/registry.py")
+    at = _page("pages/registry.py")
     assert not _errors(at)
     at.text_input(key="rg-m-id").set_value("tiny_page")
     at.selectbox(key="rg-m-task").set_value("tabular")
@@ -195,16 +195,16 @@ def test_registry_adds_a_validated_model(tmp_path):
 
 # -- Embeddings ------------------------------------------------------------------------------------
 def test_embeddings_renders_and_reports_bad_requests():
-    at = _page("app_pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:5"})
+    at = _page("pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:5"})
     assert not _errors(at) and any("Compute embedding" in i.value for i in at.info)
     at.button(key="em-run").click().run()
     assert any("more samples (5) than n_neighbors (15)" in e for e in _errors(at))
-    assert any("Run not found" in e for e in _errors(_page("app_pages/embeddings.py", {"run": "f" * 64})))
+    assert any("Run not found" in e for e in _errors(_page("pages/embeddings.py", {"run": "f" * 64})))
 
 
 @pytest.mark.slow
 def test_embedding_is_computed_on_the_worker_and_reopens_by_link():
-    at = _page("app_pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:60"})
+    at = _page("pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:60"})
     at.button(key="em-run").click().run()
     assert not _errors(at)
     key = _query(at)["run"]

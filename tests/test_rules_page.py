@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 import loupe
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "app_pages" / "rules.py")
+PAGE = str(ROOT / "pages" / "rules.py")
 pytest.importorskip("model_registry.zoo")
 
 
@@ -33,7 +33,7 @@ def cancer():
 
 def test_the_page_is_in_the_app_and_renders_its_pickers():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.switch_page("app_pages/rules.py").run()
+    at.switch_page("pages/rules.py").run()
     assert not at.exception and at.title[0].value == "Rules"
     models = at.selectbox(key="rules-model").options
     assert {"breast_cancer_mlp", "highdim_mlp"} <= set(models) and "shapes_cnn" not in models

@@ -30,7 +30,7 @@ def metric_summary(res: Result) -> pd.DataFrame:
     return pd.DataFrame({"mean": numeric.mean(), "± 95% CI": half.fillna(0.0), "n": n}).round(4)
 
 
-RUN_PAGES = {kind: f"app_pages/{path}.py" for kind, path in PAGE_OF_KIND.items()}
+RUN_PAGES = {kind: f"pages/{path}.py" for kind, path in PAGE_OF_KIND.items()}
 """Result kind -> the page file that opens a stored result of that kind from its ``?run=<key>`` link
 (app.py serves each page file at the URL path of the same name)."""
 

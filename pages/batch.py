@@ -8,6 +8,9 @@ import streamlit as st
 import loupe
 from loupe import background
 from views import st_layout as ui
+from views.access import require_access
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Batch")
 models = {m["id"]: m for m in ui.usable_models()}

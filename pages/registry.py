@@ -9,7 +9,10 @@ from manifest import DATASET_KINDS, MODEL_KINDS, TASKS
 from model_registry.uploads import add_entry, max_upload_bytes, save_upload
 from store.paths import manifest_path
 from views import st_layout as ui
+from views.access import require_access
 from views.registry import entry_values
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Registry")
 models, datasets, _ = ui.listings()

@@ -6,9 +6,12 @@ import streamlit as st
 
 import loupe
 from explainers.results.pathways import COLUMNS, CRITERIA
+from views.access import require_access
 from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops,
                             selected_nodes, success_figure)
 from views.st_layout import follow_run_link
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

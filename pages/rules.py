@@ -6,8 +6,11 @@ import streamlit as st
 
 import loupe
 from explainers.results.rules import RulesResult
+from views.access import require_access
 from views.rules import changes_frame, conditions_frame, fidelity_curve_figure, importance_frame, rules_frame, tree_figure
 from views.st_layout import follow_run_link
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Rules")
 follow_run_link("rules")

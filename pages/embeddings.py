@@ -6,7 +6,10 @@ import streamlit as st
 
 import loupe
 from views import st_layout as ui
+from views.access import require_access
 from views.embedding import colourings, embedding_figure, selected_samples
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 ANALYSIS = "umap_embedding"
 
@@ -74,7 +77,7 @@ event = st.plotly_chart(embedding_figure(shown.arrays["points"], meta["sample_id
 picked = selected_samples(event.selection.points) if event and event.selection else []
 if picked:
     explainer = [info["explainer"]] if info.get("explainer") else []
-    st.page_link("app_pages/explain.py", label=f"Open {len(picked[:12])} selected sample(s) in Explain",
+    st.page_link("pages/explain.py", label=f"Open {len(picked[:12])} selected sample(s) in Explain",
                  icon=":material/image_search:",
                  query_params={"model": meta["model_id"], "dataset": meta["dataset_id"],
                                "samples": ",".join(map(str, picked[:12])), **({"explainers": explainer[0]} if explainer else {})})

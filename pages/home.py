@@ -5,7 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import loupe
+from views.access import require_access
 from views.runs import run_page
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 
 @st.cache_data(ttl=5, show_spinner="Reading the registries…")

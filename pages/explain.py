@@ -7,7 +7,10 @@ import streamlit as st
 
 import loupe
 from views import st_layout as ui
+from views.access import require_access
 from views.explain import TARGETS, Selection, SelectionError, caption
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 GALLERY = 12
 SHOWN = 6

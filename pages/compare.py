@@ -6,8 +6,11 @@ import streamlit as st
 import loupe
 from store.links import base_url
 from views import st_layout as ui
+from views.access import require_access
 from views.compare import AGREEMENT, agreement_matrix, disagreement, metric_table
 from views.explain import explain_link
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Compare")
 query = st.query_params.to_dict()
