@@ -10,7 +10,10 @@ Notebook use::
                         explainer="integrated_gradients", params={"n_steps": 32})
     res.attributions, res.targets, res.predictions, res.metrics, res.extras
 
-Pages, the CLI and workers all go through these functions; none of them branches on explainer names.
+Pages and the CLI go through these functions (background batches: :mod:`loupe.background`); none
+of them branches on explainer names. Registering models and datasets (``add_entry``, ``save_upload``,
+``max_upload_bytes``, ``manifest_path``, the manifest's kinds) and links (``base_url``,
+``PAGE_OF_KIND``) come from the modules below, named here so callers need only this API.
 """
 from __future__ import annotations
 
@@ -21,12 +24,24 @@ import numpy as np
 from data.base import Dataset, DatasetError, parse_samples
 from explainers.base import ExplainError, ParamError, Result
 from explainers.registry import UnknownExplainer, all_analyses, all_explainers, get_explainer
+from manifest import DATASET_KINDS, MODEL_KINDS, TASKS
 from model_registry.base import ModelError, ModelHandle
+from model_registry.uploads import RegistrationError, add_entry, max_upload_bytes, save_upload
+from store.links import PAGE_OF_KIND, base_url
+from store.paths import manifest_path
+
+__all__ = [
+    "DATASET_KINDS", "MODEL_KINDS", "PAGE_OF_KIND", "TASKS", "DatasetError", "ExplainError", "ModelError",
+    "ParamError", "RegistrationError", "Result", "UnknownExplainer", "add_entry", "analysis", "artifact", "attacks",
+    "base_url", "dataset", "datasets", "estimate", "explain", "explain_batch", "explainers", "export", "kind_of",
+    "link", "main", "manifest_path", "max_upload_bytes", "model", "models", "parse_samples", "pathways",
+    "pathways_result", "predict", "request", "rules", "rules_result", "run", "runs", "sanity_check", "save_upload",
+    "stored", "user_errors",
+]
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user: the CLI prints them without a traceback."""
-    from model_registry.uploads import RegistrationError
     from store.db import StoreUnavailable
     from store.files import StoreError
     from store.keys import InvalidKey, RunNotFound

@@ -4,7 +4,6 @@ in Explain. The URL holds the selection; stored results show without recomputing
 import streamlit as st
 
 import loupe
-from store.links import base_url
 from views import st_layout as ui
 from views.access import require_access
 from views.compare import AGREEMENT, agreement_matrix, disagreement, metric_table
@@ -79,6 +78,6 @@ for m in chosen_models:
     left, right = st.columns([2, 3])
     left.dataframe(agreement_matrix(mine, m, measure), width="stretch")
     ranked = disagreement(mine, m, measure)
-    ranked.insert(0, "open", [explain_link(base_url(), m, dataset_id, [s], [e for _, e in mine]) for s in ranked["sample"]])
+    ranked.insert(0, "open", [explain_link(loupe.base_url(), m, dataset_id, [s], [e for _, e in mine]) for s in ranked["sample"]])
     right.dataframe(ranked, hide_index=True, width="stretch", key=f"cmp-rank-{m}",
                     column_config={"open": st.column_config.LinkColumn("open", display_text="explain")})

@@ -5,7 +5,6 @@ everything after computing reads the stored result. Layout only."""
 import streamlit as st
 
 import loupe
-from explainers.results.rules import RulesResult
 from views.access import require_access
 from views.rules import changes_frame, conditions_frame, fidelity_curve_figure, importance_frame, rules_frame, tree_figure
 from views.st_layout import follow_run_link
@@ -22,7 +21,7 @@ query = st.query_params.to_dict()
 shown = None
 if "run" in query:
     try:
-        shown = RulesResult(loupe.artifact(query["run"]))
+        shown = loupe.rules_result(query["run"])
     except (*loupe.user_errors(), ValueError) as err:
         st.error(f"Run not found. {err}")
     else:
@@ -75,7 +74,7 @@ if st.button("Extract rules", type="primary", key="rules-run"):
     except loupe.user_errors() as err:
         st.error(str(err))
 if shown is None and "rules-key" in st.session_state:
-    shown = RulesResult(loupe.artifact(st.session_state["rules-key"]))
+    shown = loupe.rules_result(st.session_state["rules-key"])
 
 state = {"model": model_id, "dataset": dataset_id, "k": str(k), "leaves": str(leaves), "seed": str(seed)}
 if shown is None:

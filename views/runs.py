@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from explainers.base import Result
-from store.links import PAGE_OF_KIND
+from loupe import PAGE_OF_KIND
 
 
 def metrics_table(res: Result) -> pd.DataFrame:
