@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from data.base import Dataset, DatasetError, Split
+from data.base import Dataset, DatasetError, Split, Task
 from manifest import DatasetEntry
 
 if TYPE_CHECKING:  # PIL is imported on use
@@ -214,7 +214,7 @@ def load_npz(entry: DatasetEntry) -> Dataset:
     classes = _default_classes(entry, y)
     labels = _int_labels(entry, y, classes, f"y in {where}")
     ev, tr = _split(entry, x, labels, masks.astype(bool) if masks is not None else None)
-    task = "image" if x.ndim == 4 else "tabular"
+    task: Task = "image" if x.ndim == 4 else "tabular"
     return Dataset(entry.id, task, classes, ev, tr, meta=_meta(entry))
 
 

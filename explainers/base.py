@@ -18,7 +18,7 @@ import json
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import torch
@@ -146,18 +146,22 @@ class Spec:
     description: str = ""
 
 
+def _unset() -> np.ndarray:
+    return np.empty(0)
+
+
 @dataclass
 class Result:
     """One explanation batch. Explainers fill ``attributions`` (raw, signed: B×H×W images, B×F
-    tables) and ``extras``; the runner fills the rest."""
+    tables) and ``extras``; the runner fills the rest (the per-sample arrays stay empty until then)."""
 
     attributions: np.ndarray
     extras: dict[str, Any] = field(default_factory=dict)
     sample_ids: list[int] = field(default_factory=list)
-    targets: np.ndarray | None = None
-    predictions: np.ndarray | None = None
-    confidences: np.ndarray | None = None
-    labels: np.ndarray | None = None
+    targets: np.ndarray = field(default_factory=_unset)
+    predictions: np.ndarray = field(default_factory=_unset)
+    confidences: np.ndarray = field(default_factory=_unset)
+    labels: np.ndarray = field(default_factory=_unset)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     key: str | None = None
@@ -201,17 +205,26 @@ def _unsupported(spec: Spec, model: ModelHandle) -> str | None:
     return None
 
 
-class Explainer(ABC):
-    """Base class: subclasses set ``spec`` and ``Params`` and implement :meth:`explain`."""
+AnyParams = Params
+"""The base class under a second name, for annotations inside classes whose ``Params`` attribute
+hides it."""
+P = TypeVar("P", bound=Params)
+"""An explainer's or analysis's own ``Params`` class."""
+
+
+class Explainer(ABC, Generic[P]):
+    """Base class: subclasses set ``spec`` and ``Params`` and implement :meth:`explain`; they are
+    generic in their ``Params`` class (``class Saliency(Explainer[SaliencyParams])``), so the type
+    checker knows the params each method receives."""
 
     spec: ClassVar[Spec]
-    Params: ClassVar[type[Params]]
+    Params: ClassVar[type[AnyParams]]
 
     def unsupported_reason(self, model: ModelHandle) -> str | None:
         """Why this explainer cannot run on ``model`` (None when it can)."""
         return _unsupported(self.spec, model)
 
-    def passes(self, model: ModelHandle, params: Params) -> Passes:
+    def passes(self, model: ModelHandle, params: P) -> Passes:
         """Model passes one sample costs with ``params`` on ``model`` (the cost preview multiplies
         them by the model's measured pass time). This default, one forward and one backward pass,
         fits single-gradient methods; explainers that do more override it."""
@@ -223,7 +236,7 @@ class Explainer(ABC):
         model: ModelHandle,
         x: torch.Tensor,
         target: torch.Tensor,
-        params: Params,
+        params: P,
         background: torch.Tensor | None = None,
     ) -> Result:
         """Explain ``x`` (on the model's device) for class indices ``target`` (B,)."""
@@ -240,7 +253,7 @@ class Prepared:
     inputs: dict[str, Any]
 
 
-class Analysis(ABC):
+class Analysis(ABC, Generic[P]):
     """A method whose result is one artifact over a dataset slice rather than one map per sample:
     rule sets, pathway graphs, embeddings (DESIGN.md, "Result kinds").
 
@@ -251,18 +264,18 @@ class Analysis(ABC):
     named arrays, which the store keeps as one artifact (``worker.analyses.run_analysis``)."""
 
     spec: ClassVar[Spec]
-    Params: ClassVar[type[Params]]
+    Params: ClassVar[type[AnyParams]]
 
     def unsupported_reason(self, model: ModelHandle) -> str | None:
         """Why this analysis cannot run on ``model`` (None when it can)."""
         return _unsupported(self.spec, model)
 
     @abstractmethod
-    def prepare(self, model: ModelHandle, dataset: Any, params: Params) -> Prepared:
+    def prepare(self, model: ModelHandle, dataset: Any, params: P) -> Prepared:
         """The samples and arrays this analysis reads from ``dataset`` (a ``data.base.Dataset``)."""
 
     @abstractmethod
-    def compute(self, model: ModelHandle, params: Params, inputs: dict[str, Any]
+    def compute(self, model: ModelHandle, params: P, inputs: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Run on the worker: ``(info, arrays)``; ``info`` must survive a JSON round trip."""
 
@@ -281,7 +294,7 @@ class ArtifactView:
         self.artifact = artifact
 
     @classmethod
-    def from_artifact(cls, artifact: Any) -> "ArtifactView":
+    def from_artifact(cls, artifact: Any) -> Self:
         """Wrap a stored artifact; one of another kind is a user error (ExplainError)."""
         return cls(artifact)
 

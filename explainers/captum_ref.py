@@ -103,7 +103,7 @@ class IntegratedGradientsParams(Params):
     baseline: str = param("normalized_zero", choices=BASELINES, help=BASELINE_HELP)
 
 
-class IntegratedGradients(Explainer):
+class IntegratedGradients(Explainer[IntegratedGradientsParams]):
     """Integrated Gradients (Sundararajan, Taly, Yan, "Axiomatic Attribution for Deep Networks",
     ICML 2017, eq. 1): (x − x') ⊙ ∫₀¹ ∇f(x' + α(x − x')) dα. ``extras["convergence_delta"]`` is
     the per-sample completeness gap Σ attributions − (f(x) − f(x')). Captum's ``riemann_trapezoid``
@@ -120,11 +120,12 @@ class IntegratedGradients(Explainer):
     )
     Params = IntegratedGradientsParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: IntegratedGradientsParams) -> Passes:
         """n_steps path points (forward + backward) and f(x), f(x') for the convergence delta."""
         return Passes.exact(params.n_steps + 2, params.n_steps)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: IntegratedGradientsParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import IntegratedGradients as CaptumIG
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -146,7 +147,7 @@ class SaliencyParams(Params):
     abs: bool = param(True, help="take |gradient| (Simonyan et al.); off keeps the sign")
 
 
-class Saliency(Explainer):
+class Saliency(Explainer[SaliencyParams]):
     """Vanilla gradient saliency (Simonyan, Vedaldi, Zisserman, "Deep Inside Convolutional
     Networks", ICLR workshop 2014, eq. 3): ∂f_target/∂x, absolute by default, summed over channels."""
 
@@ -160,7 +161,8 @@ class Saliency(Explainer):
     )
     Params = SaliencyParams
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: SaliencyParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import Saliency as CaptumSaliency
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -173,7 +175,7 @@ class InputXGradientParams(Params):
     """Input × Gradient has no settings."""
 
 
-class InputXGradient(Explainer):
+class InputXGradient(Explainer[InputXGradientParams]):
     """Input × Gradient (Shrikumar, Greenside, Shcherbina, Kundaje, "Not Just a Black Box",
     arXiv 1605.01713, 2016): x ⊙ ∂f_target/∂x, summed over channels."""
 
@@ -187,7 +189,8 @@ class InputXGradient(Explainer):
     )
     Params = InputXGradientParams
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: InputXGradientParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import InputXGradient as CaptumIxG
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -199,7 +202,7 @@ class GradCamParams(Params):
     relu: bool = param(True, help="ReLU on the weighted activation sum (eq. 2 of Selvaraju et al.); off keeps negative evidence")
 
 
-class GradCam(Explainer):
+class GradCam(Explainer[GradCamParams]):
     """Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization", ICCV 2017, eqs. 1–2) on ``model.gradcam_layer``: channel weights
     are spatially averaged gradients; the weighted activation map is upsampled bilinearly to H×W."""
@@ -215,7 +218,8 @@ class GradCam(Explainer):
     )
     Params = GradCamParams
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: GradCamParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import LayerAttribution, LayerGradCam
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -239,7 +243,7 @@ class OcclusionParams(Params):
     fill: str = param("normalized_zero", choices=BASELINES, help="value the window is filled with; " + BASELINE_HELP)
 
 
-class Occlusion(Explainer):
+class Occlusion(Explainer[OcclusionParams]):
     """Occlusion (Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV
     2014, §4.2): slide a window over the image (all channels), fill it, and give each pixel the
     mean drop f(x) − f(x_occluded) over the windows covering it (Captum adds edge windows so every
@@ -255,7 +259,7 @@ class Occlusion(Explainer):
     )
     Params = OcclusionParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: OcclusionParams) -> Passes:
         """f(x) plus one forward per window position (Captum's count: ceil((side − window) / stride) + 1
         per axis)."""
         window = _window(model, self.spec.id, params.window)
@@ -263,7 +267,8 @@ class Occlusion(Explainer):
         height, width = model.input_shape[-2:]
         return Passes.exact(1 + math.prod(math.ceil((side - window) / stride) + 1 for side in (height, width)))
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: OcclusionParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import Occlusion as CaptumOcclusion
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -295,7 +300,7 @@ def _grid_mask(height: int, width: int, cell: int, device: torch.device) -> torc
     return (rows[:, None] * n_cols + cols[None, :]).reshape(1, 1, height, width)
 
 
-class FeatureAblation(Explainer):
+class FeatureAblation(Explainer[FeatureAblationParams]):
     """Feature ablation (the perturbation baseline of Zeiler & Fergus 2014, as in Captum): replace
     one feature group by the fill value and record f(x) − f(x_ablated) for every member. Groups are
     grid cells (all channels) for images and single features for tables."""
@@ -310,7 +315,7 @@ class FeatureAblation(Explainer):
     )
     Params = FeatureAblationParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: FeatureAblationParams) -> Passes:
         """f(x) plus one forward per feature group (grid cell for images, feature for tables)."""
         if len(model.input_shape) == 1:
             return Passes.exact(1 + model.input_shape[0])
@@ -318,7 +323,8 @@ class FeatureAblation(Explainer):
         height, width = model.input_shape[-2:]
         return Passes.exact(1 + math.ceil(height / cell) * math.ceil(width / cell))
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: FeatureAblationParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import FeatureAblation as CaptumAblation
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -346,7 +352,7 @@ class GradientShapParams(Params):
     seed: int = param(0, low=0, high=2**31 - 1, help="random seed (combined with each sample's bytes)")
 
 
-class GradientShap(Explainer):
+class GradientShap(Explainer[GradientShapParams]):
     """GradientSHAP (Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions",
     NeurIPS 2017; expected-gradients form as in Captum): E over baselines b ~ background and
     α ~ U(0,1) of (x − b) ⊙ ∇f(b + α(x − b)). Needs ``background``."""
@@ -362,11 +368,12 @@ class GradientShap(Explainer):
     )
     Params = GradientShapParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: GradientShapParams) -> Passes:
         """One forward + backward per (baseline, path point) draw."""
         return Passes.exact(params.n_samples, params.n_samples)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: GradientShapParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import GradientShap as CaptumGradientShap
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -396,7 +403,7 @@ class SmoothGradParams(Params):
     seed: int = param(0, low=0, high=2**31 - 1, help="random seed (combined with each sample's bytes)")
 
 
-class SmoothGrad(Explainer):
+class SmoothGrad(Explainer[SmoothGradParams]):
     """SmoothGrad (Smilkov, Thorat, Kim, Viégas, Wattenberg, "SmoothGrad: removing noise by adding
     noise", arXiv 1706.03825, 2017, eq. 3): the gradient saliency averaged over Gaussian-noised
     copies of the input (Captum NoiseTunnel over Saliency)."""
@@ -412,11 +419,12 @@ class SmoothGrad(Explainer):
     )
     Params = SmoothGradParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: SmoothGradParams) -> Passes:
         """One forward + backward per noisy copy."""
         return Passes.exact(params.nt_samples, params.nt_samples)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: SmoothGradParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import NoiseTunnel
         from captum.attr import Saliency as CaptumSaliency
 

@@ -20,13 +20,14 @@ and, for attributions, one ``metric_<name>`` array per numeric metric of the sto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from explainers._common import classifier_layer, hooks
 from data.base import Dataset, parse_samples
+from explainers._common import classifier_layer, hooks
 from explainers.base import Analysis, ExplainError, Params, Prepared, Spec, param
 from model_registry.base import ModelHandle
 
@@ -75,7 +76,7 @@ def umap_layout(features: np.ndarray, n_neighbors: int, min_dist: float, seed: i
         return reducer.fit_transform(features).astype(np.float32)
 
 
-class UmapEmbedding(Analysis):
+class UmapEmbedding(Analysis[EmbeddingParams]):
     """UMAP of penultimate activations or of attribution maps (see the module docstring)."""
 
     spec = Spec(
@@ -129,7 +130,8 @@ class UmapEmbedding(Analysis):
                 "predictions": np.array([rec.prediction for rec in items], dtype=np.int64),
                 "confidences": np.array([rec.confidence for rec in items], dtype=np.float32), **metrics}
 
-    def compute(self, model, params: EmbeddingParams, inputs):
+    def compute(self, model: ModelHandle, params: EmbeddingParams, inputs: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {k: v for k, v in inputs.items() if k not in ("x", "maps")}
         if params.source == "activations":
             features, probs = penultimate(model, torch.from_numpy(inputs["x"]))

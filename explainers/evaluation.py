@@ -434,8 +434,9 @@ def randomized_model(model: ModelHandle, seed: int = 0) -> ModelHandle:
         torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
         reset: set[int] = set()
         for sub in module.modules():
-            if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False)):
-                sub.reset_parameters()
+            reset_parameters = getattr(sub, "reset_parameters", None)
+            if callable(reset_parameters) and any(True for _ in sub.parameters(recurse=False)):
+                reset_parameters()
                 reset.update(id(p) for p in sub.parameters(recurse=False))
         for p in module.parameters():
             if id(p) not in reset:

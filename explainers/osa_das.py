@@ -378,7 +378,7 @@ class _Grid:
         return self.rows @ saliency.double() @ self.cols.T
 
 
-class OsaDas(Explainer):
+class OsaDas(Explainer[OsaDasParams]):
     """OSA-DAS occlusion map (see the module docstring; spec §2)."""
 
     spec = Spec(
@@ -392,7 +392,7 @@ class OsaDas(Explainer):
     )
     Params = OsaDasParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: OsaDasParams) -> Passes:
         """N·(1 + P') forwards for P' evaluated windows, plus one forward + backward for the
         gradient pre-selection when ``preselect`` < 1 (module docstring, "Cost")."""
         height, width = model.input_shape[-2:]
@@ -403,7 +403,8 @@ class OsaDas(Explainer):
         chosen = max(1, math.ceil(params.preselect * n_windows))
         return Passes.exact(params.n_views * (1 + chosen) + 1, 1)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: OsaDasParams,
+                background: torch.Tensor | None = None) -> Result:
         check_inputs(self.spec.id, model, x, target)
         height, width = x.shape[-2:]
         patch, stride = _window(params, min(height, width))
@@ -507,8 +508,8 @@ def _run_jobs(
     rr, cc = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
     outs = []
     for start in range(0, b * per, chunk):
-        s, t, l = sample[start : start + chunk], tops[start : start + chunk], lefts[start : start + chunk]
-        inside = ((rr >= t[:, None]) & (rr < t[:, None] + patch))[:, :, None] & ((cc >= l[:, None]) & (cc < l[:, None] + patch))[:, None, :]
+        s, t, left = sample[start : start + chunk], tops[start : start + chunk], lefts[start : start + chunk]
+        inside = ((rr >= t[:, None]) & (rr < t[:, None] + patch))[:, :, None] & ((cc >= left[:, None]) & (cc < left[:, None] + patch))[:, None, :]
         occluded = torch.where(inside[:, None], fill[s] if per_sample_fill else fill, x[s])
         rows, parts = augment(occluded, views).flatten(0, 1), []
         if not micro:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import numpy as np
 import torch
@@ -229,11 +229,12 @@ def _conv_hooks(module: nn.Module, transitions: list[Transition], store: dict[st
     hooks: dict[str, Callable] = {}
     for t in transitions:
         for step in inf.convs_of(t.expr) if t.expr is not None else []:
-            conv = module.get_submodule(step.conv)
-            bn = module.get_submodule(step.bn) if step.bn else None
+            conv = cast(nn.Conv2d, module.get_submodule(step.conv))
+            bn = cast(nn.BatchNorm2d, module.get_submodule(step.bn)) if step.bn else None
             cols = torch.from_numpy(t.cols) if isinstance(step.src, inf.Source) else None
 
-            def hook(_m: nn.Module, args: tuple, conv=conv, bn=bn, cols=cols, name=step.conv) -> None:
+            def hook(_m: nn.Module, args: tuple, conv: nn.Conv2d = conv, bn: nn.BatchNorm2d | None = bn,
+                     cols: torch.Tensor | None = cols, name: str = step.conv) -> None:
                 with torch.no_grad():
                     store.setdefault(name, []).append(inf.pair_influence(args[0], conv, bn, cols).cpu())
             hooks[step.conv] = hook
@@ -297,6 +298,7 @@ def receptive_field(module: nn.Module, layer: str, input_shape: tuple[int, ...],
         module(x)
         out = seen["out"]
         out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum().backward()
+    assert x.grad is not None  # the layer's centre output depends on the input
     moved = (x.grad[0].abs().sum(0) > 0).cpu().numpy()
     if not moved.any():
         return input_shape[1], input_shape[2]
@@ -403,7 +405,7 @@ def _benign(model: ModelHandle, layers: list[str], x: np.ndarray, label: int, n:
     return keep, {name: p[keep] for name, p in peaks.items()}
 
 
-class BluffPathways(Analysis):
+class BluffPathways(Analysis[PathwaysParams]):
     """Bluff activation pathways of a targeted attack; see the module docstring."""
 
     spec = Spec(

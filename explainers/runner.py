@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from data.base import Dataset
-from explainers.base import ExplainError, Params, Passes, Result
+from explainers.base import ExplainError, Explainer, ParamError, Params, Passes, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
 from store.keys import TARGET_RULES
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], object]
 """Called as ``progress(done, total)`` after each batch."""
 
 
@@ -85,6 +85,16 @@ def _merge_extras(parts: list[tuple[int, dict]]) -> dict:
     return merged
 
 
+def _own_params(explainer: Explainer, params: Params | dict[str, Any] | None) -> Params:
+    """``params`` as the explainer's own Params: an instance of that class as it is, else validated
+    from a dict (None: the defaults)."""
+    if isinstance(params, explainer.Params):
+        return params
+    if isinstance(params, Params):
+        raise ParamError(f"{explainer.spec.id} takes {explainer.Params.__name__}, not {type(params).__name__}")
+    return explainer.Params.from_dict(params)
+
+
 def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict | None = None,
                   with_metrics: bool = True) -> Passes:
     """Model passes :func:`explain_samples` costs per sample: the prediction (one forward), the
@@ -92,7 +102,7 @@ def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict |
     from explainers.evaluation import curve_passes
 
     explainer = get_explainer(explainer_id)
-    p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
+    p = _own_params(explainer, params)
     overhead = 1 + (curve_passes(model.input_shape) if with_metrics else 0)
     try:
         own = explainer.passes(model, p)
@@ -125,7 +135,7 @@ def explain_samples(
     check_compatible(model, dataset)
     if batch_size < 1:
         raise ExplainError(f"batch_size must be ≥ 1, got {batch_size}")
-    p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
+    p = _own_params(explainer, params)
     ids = [int(i) for i in dataset.check_ids(sample_ids)]
     started = time.perf_counter()
     x = dataset.inputs(ids)

@@ -218,7 +218,7 @@ def _endpoints(
     return {name: table[name]() for name in _PATH_NAMES[params.paths]}
 
 
-class Samp(Explainer):
+class Samp(Explainer[SampParams]):
     """SAMP / SAMP+MS / SAMP+IC / SAMP++ (see the module docstring). ``extras`` per path p
     (``deletion``/``insertion``), one row per sample: ``p_path_logits`` (B×(guard + 1) target
     logits along the path from start to end, NaN-padded), ``p_steps``, ``p_output_change``
@@ -236,7 +236,7 @@ class Samp(Explainer):
     )
     Params = SampParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: SampParams) -> Passes:
         """Per path, one forward + backward per step and one forward of f(end). Steps depend on the
         data: with m = ceil(P / pixels_per_step) for P ≤ H·W active pixels, m steps without IC
         (at most ceil(H·W / pixels_per_step)), between n_frag and n_frag + m with IC (spec §4)."""
@@ -247,7 +247,8 @@ class Samp(Explainer):
         n_paths = len(_PATH_NAMES[params.paths])
         return Passes((n_paths * (low + 1), n_paths * (high + 1)), (n_paths * low, n_paths * high))
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: SampParams,
+                background: torch.Tensor | None = None) -> Result:
         target = check_inputs(self.spec.id, model, x, target)
         if x.dim() != 4:
             raise ValueError(f"samp: model {model.id!r} takes inputs of shape {tuple(x.shape[1:])}; SAMP needs C×H×W images")

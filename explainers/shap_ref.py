@@ -23,6 +23,7 @@ import torch
 
 from explainers._common import check_inputs, sample_seed, seeded
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
+from model_registry.base import ModelHandle
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ShapParams(Params):
     seed: int = param(0, low=0, high=2**31 - 1, help="random seed for coalition sampling (combined with each sample's bytes)")
 
 
-class Shap(Explainer):
+class Shap(Explainer[ShapParams]):
     """Kernel SHAP on ``predict_proba`` of the target class; see the module docstring for the
     choice of estimator. ``extras["base_value"]`` holds E[f(background)] per sample, so
     attributions sum to f(x) − base_value."""
@@ -49,14 +50,15 @@ class Shap(Explainer):
     )
     Params = ShapParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: ShapParams) -> Passes:
         """Rows of ``predict_proba``: the n background rows once (E[f]), x once, then n rows per
         coalition; shap evaluates at most 2^F − 2 coalitions."""
         n_features = model.input_shape[0]
         coalitions = min(params.nsamples, 2**n_features - 2) if n_features < 63 else params.nsamples
         return Passes.exact(params.n_background * (1 + coalitions) + 1)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: ShapParams,
+                background: torch.Tensor | None = None) -> Result:
         import shap
 
         target = check_inputs(self.spec.id, model, x, target)

@@ -234,7 +234,7 @@ def probe_importance(model: ModelHandle, proba: Callable, data: "_Data", params:
 
 
 # -- steps 2-3: k and the surrogate --------------------------------------------------------------
-def _tree(params: SurrogateParams, n_rows: int):
+def _tree(params: SurrogateParams, n_rows: int) -> Any:
     from sklearn.tree import DecisionTreeClassifier
 
     return DecisionTreeClassifier(max_leaf_nodes=params.max_leaves, max_depth=params.max_depth,
@@ -261,7 +261,7 @@ def choose_k(ks: np.ndarray, fids: np.ndarray, tolerance: float) -> int:
 
 
 # -- step 4: rules -------------------------------------------------------------------------------
-def leaf_intervals(tree_, columns: np.ndarray) -> dict[int, dict[int, list[float]]]:
+def leaf_intervals(tree_: Any, columns: np.ndarray) -> dict[int, dict[int, list[float]]]:
     """For every leaf node: feature (global index via ``columns``) -> [lo, hi], the merged
     conditions lo < x ≤ hi of its root-to-leaf path (spec §3F)."""
     out: dict[int, dict[int, list[float]]] = {}
@@ -443,7 +443,7 @@ def _gather(inputs: Mapping[str, Any], proba: Callable, params: SurrogateParams)
                  np.median(x_fit[train], axis=0).astype(np.float32))
 
 
-class SurrogateRules(Analysis):
+class SurrogateRules(Analysis[SurrogateParams]):
     """See the module docstring."""
 
     spec = Spec(

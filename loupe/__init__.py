@@ -17,18 +17,28 @@ of them branches on explainer names. Registering models and datasets (``add_entr
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import threading
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from data.base import Dataset, DatasetError, parse_samples
-from explainers.base import ExplainError, ParamError, Result
+from explainers.base import Analysis, ExplainError, Explainer, ParamError, Result
 from explainers.registry import UnknownExplainer, all_analyses, all_explainers, get_explainer
 from manifest import DATASET_KINDS, MODEL_KINDS, TASKS
 from model_registry.base import ModelError, ModelHandle
 from model_registry.uploads import RegistrationError, add_entry, max_upload_bytes, save_upload
 from store.links import PAGE_OF_KIND, base_url
 from store.paths import manifest_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from explainers.results.pathways import PathwaysResult
+    from explainers.results.rules import RulesResult
+    from explainers.runner import Progress
+    from store.artifacts import Artifact
+    from worker.batch import Estimate, Request
 
 __all__ = [
     "DATASET_KINDS", "MODEL_KINDS", "PAGE_OF_KIND", "TASKS", "DatasetError", "ExplainError", "ModelError",
@@ -72,6 +82,7 @@ def explainers() -> list[dict]:
     """Every registered explainer and analysis: id, title, paper, modalities, capabilities, output
     kind ("attribution" for per-sample maps; "rules", "pathways", "embedding" … for analyses) and
     its params schema."""
+    methods: list[Explainer | Analysis] = [*all_explainers().values(), *all_analyses().values()]
     return [
         {
             "id": e.spec.id,
@@ -87,7 +98,7 @@ def explainers() -> list[dict]:
             "description": e.spec.description,
             "params": [{k: v for k, v in f.items() if v is not None} for f in e.Params.schema()],
         }
-        for e in [*all_explainers().values(), *all_analyses().values()]
+        for e in methods
     ]
 
 
@@ -116,7 +127,7 @@ def dataset(dataset_id: str) -> Dataset:
 
 # -- explaining (cached, on the cluster) ---------------------------------------------------------
 def request(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
-            params: dict[str, Any] | None = None, target: str | int = "predicted") -> Any:
+            params: dict[str, Any] | None = None, target: str | int = "predicted") -> Request:
     """The validated request an ``explain`` call runs (a ``worker.batch.Request``): every check
     (ids, compatibility, params, target) is made here, before any work."""
     from worker.batch import make_request
@@ -137,8 +148,8 @@ def explain(
     params: dict[str, Any] | None = None,
     target: str | int = "predicted",
     batch_size: int = 16,
-    progress=None,
-    cancel=None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> Result:
     """Explain ``samples`` of ``dataset`` on ``model`` with ``explainer``.
 
@@ -161,8 +172,8 @@ def explain_batch(
     explainers: dict[str, dict[str, Any] | None] | Sequence[str],
     target: str | int = "predicted",
     batch_size: int = 16,
-    progress=None,
-    cancel=None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[Result]:
     """Several explainers over one slice (``explainers``: ids, or id -> params). Requests are all
     validated before any work starts; each is stored as it finishes, so rerunning an interrupted
@@ -201,7 +212,7 @@ def predict(model: str, dataset: str, samples: str | Sequence[int] | int | None)
 
 
 def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
-             params: dict[str, Any] | None = None, target: str | int = "predicted"):
+             params: dict[str, Any] | None = None, target: str | int = "predicted") -> Estimate:
     """The cost preview of an ``explain`` call without running it: samples already stored, the model
     passes the rest need (``Explainer.passes`` plus prediction and metrics) and the seconds they take
     at the model's pass time measured on the worker (``worker.batch.Estimate``)."""
@@ -210,7 +221,7 @@ def estimate(model: str, dataset: str, samples: str | Sequence[int] | int | None
     return estimate_request(request(model, dataset, samples, explainer, params, target))
 
 
-def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict[str, Any] | None = None,
+def sanity_check(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str, params: dict[str, Any] | None = None,
                  target: str | int = "predicted", seed: int = 0) -> np.ndarray:
     """Model-randomisation sanity check (Adebayo et al., NeurIPS 2018): per-sample Spearman
     correlation between |map| on the trained model and on a re-initialised copy. Values near 1 mean
@@ -220,7 +231,7 @@ def sanity_check(model: str, dataset: str, samples, explainer: str, params: dict
     return run_check(request(model, dataset, samples, explainer, params, target), seed)
 
 
-def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] | None = None):
+def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] | None = None) -> Artifact:
     """Run a registered analysis (an entry of ``explainers()`` whose output is not "attribution")
     on ``model`` over ``dataset``: served from the store when an identical request is stored,
     otherwise computed on the Dask cluster and stored. Returns a ``store.artifacts.Artifact``
@@ -231,7 +242,7 @@ def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] 
 
 
 def rules(model: str, dataset: str, k: int | None = None, max_leaves: int = 16, seed: int = 0,
-          params: dict[str, Any] | None = None):
+          params: dict[str, Any] | None = None) -> RulesResult:
     """Surrogate rule extraction (``surrogate_rules``; Karim et al., DSAA 2023) for a tabular model,
     torch or any black box with predict_proba: top-k features, a decision-tree surrogate with its
     held-out fidelity, global rules, and per-sample local rules and counterfactuals. ``k=None``
@@ -244,7 +255,7 @@ def rules(model: str, dataset: str, k: int | None = None, max_leaves: int = 16, 
 
 
 def pathways(model: str, dataset: str, original: str | int, target: str | int, attack: str = "pgd_l2",
-             strengths: str | Sequence[float] | None = None, images: int = 32, **params: Any):
+             strengths: str | Sequence[float] | None = None, images: int = 32, **params: Any) -> PathwaysResult:
     """Bluff activation pathways (``bluff_pathways``) of a targeted attack from class ``original`` to
     ``target`` (names or indices) on ``model`` over ``dataset``: cached like every analysis. Returns
     an ``explainers.results.pathways.PathwaysResult`` with ``layers``, ``nodes``, ``edges``, ``success_rate``,
@@ -259,14 +270,14 @@ def pathways(model: str, dataset: str, original: str | int, target: str | int, a
     return PathwaysResult.from_artifact(analysis("bluff_pathways", model, dataset, chosen))
 
 
-def pathways_result(key: str):
+def pathways_result(key: str) -> PathwaysResult:
     """The stored pathways result behind a share link (``?run=<key>``)."""
     from explainers.results.pathways import PathwaysResult
 
     return PathwaysResult.from_artifact(artifact(key))
 
 
-def rules_result(key: str):
+def rules_result(key: str) -> RulesResult:
     """The stored surrogate-rules result behind a share link (``?run=<key>``)."""
     from explainers.results.rules import RulesResult
 
@@ -290,7 +301,7 @@ def _class_index(name: str | int, classes: Sequence[str]) -> int:
         raise ParamError(f"unknown class {name!r}; classes: {list(classes)}") from None
 
 
-def artifact(key: str):
+def artifact(key: str) -> Artifact:
     """The stored analysis result with this key (as its share link carries it)."""
     from dataclasses import replace
 
@@ -344,7 +355,7 @@ def link(key: str) -> str:
 
 def export(run: str | None = None, *, model: str | None = None, dataset: str | None = None,
            explainer: str | None = None, k: int = 5, csv: str | None = None, parquet: str | None = None,
-           maps: str | None = None):
+           maps: str | None = None) -> pd.DataFrame:
     """Export one run (by key) or all stored runs matching the filters: a DataFrame with run key,
     link, ids, label/target/prediction/confidence, params, every metric and the top-k attributed
     units; also written to ``csv`` / ``parquet`` and the maps to ``maps`` (.npz) when given."""

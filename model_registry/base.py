@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ class ModelError(ValueError):
 class Normalize(nn.Module):
     """``(x - mean) / std`` as the model's first layer, so models take raw inputs ([0, 1] images,
     raw feature values) and explainers can find the normaliser to build "zero after normalisation"."""
+
+    if TYPE_CHECKING:  # buffers, declared for the type checker only (TorchScript cannot read these)
+        mean: torch.Tensor
+        std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], image: bool = True) -> None:
         super().__init__()
@@ -72,7 +76,7 @@ class PredictProbaModule(nn.Module):
     is False, so gradient explainers refuse it). ``digest`` (the SHA-256 of the estimator's bytes) is
     a buffer so that :func:`weights_hash`, and with it every cache key, changes with the estimator."""
 
-    def __init__(self, estimator: object, digest: str) -> None:
+    def __init__(self, estimator: Any, digest: str) -> None:
         super().__init__()
         self.estimator = estimator
         self.register_buffer("digest", torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))

@@ -52,7 +52,7 @@ def load_sklearn(entry: ModelEntry, device: torch.device) -> PredictProbaModule:
     data = entry.path.read_bytes()
     try:
         estimator = joblib.load(entry.path)
-    except Exception as err:  # a trusted pickle may raise anything
+    except Exception as err:  # noqa: BLE001 - a trusted pickle may raise anything
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModelError(f"model {entry.id!r}: {str(entry.path)!r} is not a readable joblib/pickle file "
                          f"of an estimator: {first}") from None

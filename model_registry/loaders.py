@@ -86,7 +86,7 @@ def _torch_load(entry: ModelEntry, device: torch.device) -> Any:
             raise ModelError(f"model {entry.id!r}: cannot load {str(entry.path)!r}: {_first_line(err)}") from err
     try:
         return torch.load(entry.path, map_location=device, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, KeyError... for bad files
         unsafe = _unsafe_globals(entry.path)
         if unsafe:
             raise ModelError(
@@ -108,7 +108,7 @@ def _build(entry: ModelEntry) -> nn.Module:
         )
     module_name, attr = entry.factory.split(":")
     try:
-        target = functools.reduce(getattr, attr.split("."), importlib.import_module(module_name))
+        target: Any = functools.reduce(getattr, attr.split("."), importlib.import_module(module_name))
     except (ImportError, AttributeError) as err:
         raise ModelError(f"model {entry.id!r}: cannot import factory {entry.factory!r}: {err}") from err
     try:
@@ -147,7 +147,7 @@ def _load_torchscript(entry: ModelEntry, device: torch.device) -> nn.Module:
     """torchscript: ``torch.jit.load`` (a TorchScript archive, saved with ``torch.jit.save``)."""
     try:
         return torch.jit.load(str(entry.path), map_location=device)
-    except Exception as err:  # jit raises RuntimeError/ValueError for bad archives
+    except Exception as err:  # noqa: BLE001 - jit raises RuntimeError/ValueError for bad archives
         raise ModelError(
             f"model {entry.id!r}: {str(entry.path)!r} is not a readable TorchScript archive "
             f"(save it with torch.jit.save): {_first_line(err)}"
@@ -161,7 +161,7 @@ def _load_exported(entry: ModelEntry, device: torch.device) -> nn.Module:
         with open(entry.path, "rb") as handle:
             program = torch.export.load(handle)
         module = torch.export.unflatten(program)
-    except Exception as err:  # torch.export raises RuntimeError and others for bad archives
+    except Exception as err:  # noqa: BLE001 - torch.export raises RuntimeError and others for bad archives
         raise ModelError(
             f"model {entry.id!r}: {str(entry.path)!r} is not a readable exported program "
             f"(save it with torch.export.save): {_first_line(err)}"
@@ -205,7 +205,7 @@ def probe(entry: ModelEntry, module: nn.Module, device: torch.device) -> list[st
     try:
         with torch.inference_mode():
             out = module(x)
-    except Exception as err:  # any failure here means the declared input does not fit
+    except Exception as err:  # noqa: BLE001 - any failure here means the declared input does not fit
         raise ModelError(
             f"model {entry.id!r} does not accept input of shape {list(x.shape)} "
             f"(batch of 2 x input_shape {list(entry.input_shape)}): {_first_line(err)}"

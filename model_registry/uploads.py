@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 from manifest import DatasetEntry, ModelEntry, read_manifest
 
@@ -67,6 +67,10 @@ def _uploads_dir() -> Path:
     return loupe_home() / "uploads"
 
 
+def _read_chunks(stream: BinaryIO) -> Iterator[bytes]:
+    return iter(lambda: stream.read(_CHUNK), b"")
+
+
 def save_upload(name: str, data: bytes | BinaryIO) -> Path:
     """Store an uploaded file (bytes or a binary file object) and return its path; refuses files
     over :func:`max_upload_bytes` and empty files before anything is published."""
@@ -74,13 +78,12 @@ def save_upload(name: str, data: bytes | BinaryIO) -> Path:
     target_name = safe_filename(name)
     root = _uploads_dir()
     root.mkdir(parents=True, exist_ok=True)
-    stream = data if hasattr(data, "read") else None
     digest, size = hashlib.sha256(), 0
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".upload-", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            chunks = iter(lambda: stream.read(_CHUNK), b"") if stream is not None else [bytes(data)]  # type: ignore[union-attr]
+            chunks = [bytes(data)] if isinstance(data, (bytes, bytearray, memoryview)) else _read_chunks(data)
             for chunk in chunks:
                 size += len(chunk)
                 if size > limit:

@@ -37,6 +37,11 @@ if st.button("Start", type="primary", key="bt-start"):
         st.error(str(err))
 
 
+def resume(spec: background.BatchSpec) -> None:
+    """Start a batch again (the button's callback): finished chunks come from the store."""
+    background.start(spec)
+
+
 def watch(batch_id: str, live: bool) -> None:
     """Progress of one batch (a fragment refreshed every second while ``live``), with cancel and
     resume; when a live batch ends, the whole page reruns so the list below updates."""
@@ -54,7 +59,7 @@ def watch(batch_id: str, live: bool) -> None:
         left.button("Cancel", key=f"bt-cancel-{batch_id}", on_click=background.cancel, args=(batch_id,))
     else:
         left.button("Resume" if record.status != "done" else "Run again (from the store)", key=f"bt-resume-{batch_id}",
-                    on_click=background.start, args=(spec,))
+                    on_click=resume, args=(spec,))
     if record.run_keys:
         right.download_button("Download CSV", background.export(batch_id, "csv"), file_name=f"batch-{batch_id}.csv",
                               mime="text/csv", key=f"bt-csv-{batch_id}", on_click="ignore")

@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 import loupe
-from explainers.results.pathways import COLUMNS, CRITERIA
+from explainers.results.pathways import COLUMNS, CRITERIA, PathwaysResult
 from views.access import require_access
 from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops,
                             selected_nodes, success_figure)
@@ -15,7 +15,7 @@ require_access()  # every page gates itself: a fresh server may serve a page pat
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def stored(key: str):
+def stored(key: str) -> PathwaysResult:
     """A stored pathways result, read once per server."""
     return loupe.pathways_result(key)
 
@@ -37,7 +37,7 @@ def request_form() -> None:
         original = c2.selectbox("Original class", classes, index=0, key="original")
         target = c3.selectbox("Target class", classes, index=min(1, len(classes) - 1), key="target")
         attacks = loupe.attacks()
-        attack = c4.selectbox("Attack", list(attacks), format_func=attacks.get, key="attack")
+        attack = c4.selectbox("Attack", list(attacks), format_func=lambda a: attacks[a], key="attack")
         c5, c6, c7 = st.columns(3)
         images = c5.number_input("Images per class", 1, 5000, 32, key="images")
         steps = c6.number_input("PGD steps", 1, 1000, 50, key="steps")
@@ -56,7 +56,7 @@ def request_form() -> None:
     st.rerun()
 
 
-def show(res) -> None:
+def show(res: PathwaysResult) -> None:
     """The stored result: controls, graph and the detail of the clicked channel."""
     st.subheader(f"How {res.model_id} misclassifies {res.original} into {res.target} ({res.info['attack_title']})")
     st.caption(f"Result `{res.key}` · {'from the store' if res.cached else 'computed now'} · "
@@ -96,9 +96,9 @@ def show(res) -> None:
         chosen = st.selectbox("Channel", range(len(labels)), index=None, format_func=labels.__getitem__,
                               key="channel", placeholder="click a channel in the graph, or pick it here")
         clicked = selected_nodes(event) or ([chosen] if chosen is not None else [])
-        for node in clicked:
-            if node not in pinned:
-                pinned.append(node)
+        for picked in clicked:
+            if picked not in pinned:
+                pinned.append(picked)
         if pinned and st.button("Clear pinned channels", key="clear_pins"):
             pinned.clear()
             st.rerun()

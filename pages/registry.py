@@ -1,6 +1,8 @@
 """Registry: every manifest entry with its validation status and reason, and forms that add a model
 or a dataset by path or by upload. An entry is saved only after it loads (models are probed with a
 forward pass): ``loupe.add_entry`` (model_registry/uploads.py). Layout only."""
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -28,7 +30,7 @@ for title, rows, columns in (
             st.error(f"{row['id']}: {row.get('reason', '')}")
 
 
-def file_source(prefix: str, types: list[str] | None):
+def file_source(prefix: str, types: list[str] | None) -> str | Any:
     """A path typed on the server, or an uploaded file (saved only when the entry is added)."""
     how = st.radio("File", ["path on the server", "upload"], horizontal=True, key=f"{prefix}-how")
     if how == "path on the server":
@@ -53,8 +55,8 @@ def register(section: str, fields: dict, lists: dict) -> None:
 
 model_tab, dataset_tab = st.tabs(["Add a model", "Add a dataset"])
 with model_tab:
-    top = st.columns(3)
-    fields = {"id": top[0].text_input("Id", key="rg-m-id"), "kind": top[1].selectbox("Kind", loupe.MODEL_KINDS, key="rg-m-kind"),
+    top: tuple[Any, ...] = st.columns(3)
+    fields: dict[str, Any] = {"id": top[0].text_input("Id", key="rg-m-id"), "kind": top[1].selectbox("Kind", loupe.MODEL_KINDS, key="rg-m-kind"),
               "task": top[2].selectbox("Task", loupe.TASKS, key="rg-m-task")}
     fields["path"] = file_source("rg-m", ["pt", "pt2", "pth", "ts"])
     shape = st.columns(3)

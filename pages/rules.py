@@ -22,7 +22,7 @@ shown = None
 if "run" in query:
     try:
         shown = loupe.rules_result(query["run"])
-    except (*loupe.user_errors(), ValueError) as err:
+    except loupe.user_errors() + (ValueError,) as err:
         st.error(f"Run not found. {err}")
     else:
         if st.session_state.get("rules-opened") != shown.key:

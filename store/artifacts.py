@@ -60,7 +60,7 @@ class Artifacts:
         rel = artifact_file(key)
         self.database.check_writable()
         with db.guard(self.database.path):
-            atomic_write(self.database.root / rel, lambda f: np.savez(f, **payload))
+            atomic_write(self.database.root / rel, lambda f: np.savez(f, allow_pickle=False, **payload))
         row = {**{name: meta[name] for name in _REQUIRED if name != "sample_ids"}, "key": key, "path": rel,
                "params": canonical_json(dict(meta["params"])), "n_samples": len(meta["sample_ids"]),
                "created": meta.get("created") or schema.utc_now(), "seconds": meta.get("seconds"),

@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
@@ -187,7 +188,7 @@ def connect(path: Path, timeout: float = LOCK_TIMEOUT_S, read_only: bool = False
         return con
 
 
-def _lock_file(path: Path):
+def _lock_file(path: Path) -> BinaryIO | None:
     """``<path>.lock`` opened for ``flock`` (which needs no write access), or None when a
     read-only folder holds none: then readers go without the turn, as nobody can write."""
     lock = path.with_name(path.name + ".lock")

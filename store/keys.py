@@ -145,7 +145,7 @@ def array_digest(values: Mapping[str, Any]) -> str:
         if isinstance(value, np.ndarray):
             array = np.ascontiguousarray(value)
             h.update(f"{array.dtype.str}{array.shape}".encode())
-            h.update(memoryview(array).cast("B"))
+            h.update(array.data.cast("B"))
         else:
             h.update(canonical_json(value).encode())
     return h.hexdigest()

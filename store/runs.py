@@ -160,10 +160,10 @@ def _check_fields(meta: Mapping[str, Any], required: Sequence[str], allowed: Seq
 def _scalars(values: Mapping[str, Any], allowed: tuple[type, ...], where: str) -> dict[str, Scalar]:
     """Plain Python scalars (numpy scalars unwrapped); anything else raises naming the entry."""
     out: dict[str, Scalar] = {}
-    for name, value in values.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        if not isinstance(name, str) or not isinstance(value, allowed):
+    for name, raw in values.items():
+        value: Any = raw.item() if isinstance(raw, np.generic) else raw
+        plain = isinstance(name, str) and isinstance(value, allowed)
+        if not plain:
             kinds = "/".join(t.__name__ for t in allowed)
             raise ValueError(f"{where}[{name!r}] is a {type(value).__name__}; only {kinds} are stored "
                              "there (put arrays in ItemRecord.arrays)")
@@ -200,7 +200,7 @@ def _item_row(root: Path, meta: Mapping[str, Any], rec: ItemRecord, created: Any
         atomic_write(root / map_rel, lambda f: np.save(f, array, allow_pickle=False))
     if rec.arrays:
         arrays = {name: np.asarray(a) for name, a in rec.arrays.items()}
-        atomic_write(root / arrays_file(key), lambda f: np.savez(f, **arrays))
+        atomic_write(root / arrays_file(key), lambda f: np.savez(f, allow_pickle=False, **arrays))
     return {
         "item_key": key, **{name: meta[name] for name in _ID_FIELDS}, "params": canonical_json(dict(meta["params"])),
         "sample_id": _int(rec.sample_id, f"{where} sample_id"),

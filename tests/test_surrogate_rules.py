@@ -16,7 +16,6 @@ from torch import nn
 
 import loupe
 from data.base import Dataset, Split
-from explainers.base import ExplainError
 from explainers.results.rules import RulesResult
 from explainers.surrogate_rules import combine
 from model_registry.base import ModelHandle, weights_hash

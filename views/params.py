@@ -4,7 +4,7 @@ the URL carries (only values that differ from the defaults, so links stay short)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 @dataclass(frozen=True)
 class Widget:
@@ -30,7 +30,7 @@ def widget(field: Mapping[str, Any]) -> Widget:
                   tuple(field["choices"]) if field.get("choices") else None)
 
 
-_CASTS = {"toggle": lambda v: v if isinstance(v, bool) else {"true": True, "false": False}[str(v).lower()],
+_CASTS: dict[str, Callable[[Any], Any]] = {"toggle": lambda v: v if isinstance(v, bool) else {"true": True, "false": False}[str(v).lower()],
           "int": int, "float": float, "select": str, "text": str}
 
 

@@ -64,7 +64,7 @@ def tree_figure(tree: dict[str, np.ndarray], feature_names: Sequence[str], class
     left, right = tree["left"], tree["right"]
     x, y = _layout(left, right)
     ex, ey = [], []
-    for node in np.flatnonzero(left >= 0):
+    for node in np.flatnonzero(left >= 0).tolist():
         for child in (left[node], right[node]):
             ex += [x[node], x[child], None]
             ey += [y[node], y[child], None]

@@ -62,7 +62,7 @@ def follow_run_link(kind: str) -> None:
 
 
 _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
-    "select": lambda w, key: st.selectbox(w.name, w.options, key=key, help=w.help),
+    "select": lambda w, key: st.selectbox(w.name, w.options or (), key=key, help=w.help),
     "toggle": lambda w, key: st.toggle(w.name, key=key, help=w.help),
     "int": lambda w, key: st.number_input(w.name, min_value=None if w.low is None else int(w.low),
                                           max_value=None if w.high is None else int(w.high), step=1, key=key,
@@ -136,6 +136,7 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
     deletion/insertion curves and the method's extras, the run's link and downloads."""
     from explainers.evaluation import default_step
 
+    assert res.key is not None and res.link is not None  # the panel shows stored results
     title = res.provenance.get("explainer", res.provenance.get("explainer_id", ""))
     if image is not None and not interactive:
         with st.container(key=f"{key}-map"):

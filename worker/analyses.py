@@ -58,7 +58,7 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
     checked = chosen.Params.from_dict(params)
     prepared = chosen.prepare(model, dataset, checked)
     store = store or Store()
-    meta = {"kind": chosen.spec.output, "model_id": model.id, "weights_hash": model.weights_hash,
+    meta: dict[str, Any] = {"kind": chosen.spec.output, "model_id": model.id, "weights_hash": model.weights_hash,
             "dataset_id": dataset.id, "analysis_id": chosen.spec.id, "analysis_version": chosen.spec.version,
             "params": checked.to_dict(), "inputs_hash": array_digest(prepared.inputs),
             "sample_ids": prepared.sample_ids}

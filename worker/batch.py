@@ -23,7 +23,7 @@ from explainers.runner import Progress, check_compatible, library_versions, pars
 from model_registry.base import ModelHandle
 from store.keys import RunNotFound, item_key, run_key
 from store.links import run_link
-from store.runs import ItemRecord, Store
+from store.runs import ItemRecord, Store, StoredRun
 from worker import dispatch
 from worker.jobs import Job, PassTime, predict_job, run_job, run_sanity_job, time_passes
 
@@ -87,7 +87,8 @@ def to_items(res: Result, keys: Sequence[str]) -> list[ItemRecord]:
     n = len(res.sample_ids)
     records = []
     for i, (sid, key) in enumerate(zip(res.sample_ids, keys)):
-        arrays, extras = {}, {}
+        arrays: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
         for name, value in res.extras.items():
             where, v = _split_value(value, i, n)
             (arrays if where == "array" else extras)[name] = v
@@ -108,8 +109,8 @@ def from_items(items: Sequence[ItemRecord]) -> Result:
         if len(values) == len(items) and len({v.shape for v in values}) == 1:
             extras[name] = np.stack(values)
     for name, value in items[0].extras.items():
-        values = [rec.extras.get(name) for rec in items]
-        extras[name] = value if all(v == value for v in values) else np.asarray(values)
+        scalars = [rec.extras.get(name) for rec in items]
+        extras[name] = value if all(v == value for v in scalars) else np.asarray(scalars)
     return Result(
         attributions=np.stack([np.asarray(rec.map) for rec in items]),
         extras=extras,
@@ -164,7 +165,7 @@ def _run_fields(req: Request) -> dict[str, Any]:
     return run_fields(req.model, req.dataset, req.sample_ids, req.explainer_id, req.params, req.target)
 
 
-def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
+def _finish(req: Request, stored: StoredRun, meta: dict[str, Any]) -> Result:
     res = from_items(stored.items)
     return replace(res, key=stored.key, link=run_link(stored.key), cached=meta["computed"] == 0,
                    provenance={**stored.meta, "explainer": req.explainer_id, "model": req.model.id,

@@ -17,6 +17,10 @@ import os
 import sys
 import threading
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 _LOCK = threading.Lock()
 _STATE: dict = {}
@@ -49,7 +53,7 @@ def _configure_dask() -> None:
     })
 
 
-def _connect(address: str):
+def _connect(address: str) -> Client | None:
     """A client of the scheduler at ``address``; None when it cannot be reached and the user allows
     the embedded fallback (with a warning saying so). A malformed address is always an error."""
     from distributed import Client
@@ -96,7 +100,7 @@ def _spawn_without_page_scripts() -> None:
     spawn.get_preparation_data = preparation_data
 
 
-def _start_embedded():
+def _start_embedded() -> tuple[LocalCluster, Client]:
     from distributed import Client, LocalCluster
 
     _spawn_without_page_scripts()
@@ -118,7 +122,7 @@ def _start_embedded():
     return cluster, Client(cluster, set_as_default=False)
 
 
-def get_client():
+def get_client() -> Client:
     """The process-wide Dask client (started or connected on first call)."""
     with _LOCK:
         if "client" in _STATE:
@@ -136,7 +140,7 @@ def get_client():
         return client
 
 
-def uses_gpu_resources(client) -> bool:
+def uses_gpu_resources(client: Client) -> bool:
     """Whether the cluster's workers advertise a GPU resource (then each job asks for one)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     return any("GPU" in (w.get("resources") or {}) for w in workers.values())

@@ -12,10 +12,11 @@ import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from data.base import Dataset, Split
 from explainers.base import Result
@@ -60,17 +61,18 @@ class PassCounter:
     """Counts forward passes of a module through a forward hook that is always removed."""
 
     def __init__(self, module: torch.nn.Module) -> None:
-        self.module, self.count, self._handle = module, 0, None
+        self.module, self.count = module, 0
+        self._handle: RemovableHandle | None = None
 
     def __enter__(self) -> "PassCounter":
         if isinstance(module := self.module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule):
             self._handle = module.register_forward_hook(self._hook)
         return self
 
-    def _hook(self, _module, inputs, _output) -> None:
+    def _hook(self, _module: torch.nn.Module, inputs: tuple, _output: object) -> None:
         self.count += int(inputs[0].shape[0]) if inputs and torch.is_tensor(inputs[0]) else 1
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
             self._handle.remove()
 
@@ -169,7 +171,7 @@ class PassTime:
 _PASS_TIMES: dict[tuple[str, str, str], PassTime] = {}
 
 
-def _best_seconds(step, repeats: int) -> float:
+def _best_seconds(step: Callable[[], None], repeats: int) -> float:
     """Fastest of ``repeats`` timed calls of ``step`` after one warm-up call (CUDA synchronised)."""
     import time
 

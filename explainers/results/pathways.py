@@ -188,7 +188,7 @@ class PathwaysResult(ArtifactView):
         return pd.DataFrame({"strength": [0.0, *self.strengths.tolist()], "median": [med[0], *med[2:]],
                              "images": [self.n_used[0], *self.n_used[2:]], "target": med[1]})
 
-    def patches(self, node: int) -> list[tuple[int, tuple[int, int, int, int]]]:
+    def patches(self, node: int) -> list[tuple[int, tuple[int, ...]]]:
         """The top-activating dataset patches of a displayed node: (sample id, (y0, x0, y1, x1))."""
         ids, boxes = self._array("patch_ids")[node], self._array("patch_boxes")[node]
         return [(int(i), tuple(int(v) for v in b)) for i, b in zip(ids, boxes) if i >= 0]
