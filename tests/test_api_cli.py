@@ -18,10 +18,8 @@ from torch import nn
 
 import loupe
 from model_registry.base import ModelError, Normalize
-from worker import cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("model_registry.zoo")
 
 FACTORY = '''
 from torch import nn
@@ -100,7 +98,7 @@ class TinyCNN(nn.Module):
 
 
 @pytest.fixture
-def user_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def user_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cluster: object) -> Path:
     """A manifest with a TorchScript image model, a state_dict tabular model, an image folder, an npz
     and a Parquet table, plus three bad entries."""
     rng = np.random.default_rng(0)
@@ -191,9 +189,7 @@ path = "{tmp_path / 'rows.parquet'}"
 label = "y"
 ''')
     monkeypatch.setenv("LOUPE_MANIFEST", str(manifest))
-    cluster.shutdown()  # workers started from now on can import the factory module
-    yield manifest
-    cluster.shutdown()
+    return manifest  # the cluster starts (fresh_cluster) after this, so its workers can import the factory
 
 
 @pytest.mark.parametrize("model,dataset,explainer,shape", [

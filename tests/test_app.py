@@ -9,7 +9,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-pytest.importorskip("model_registry.zoo")
 
 
 def _run(query: dict[str, str] | None = None) -> AppTest:

@@ -23,7 +23,6 @@ MAPS = '[class*="st-key-"][class*="-map"] img'
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")]
-pytest.importorskip("model_registry.zoo")
 playwright = pytest.importorskip("playwright.sync_api")
 
 
@@ -34,7 +33,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_url(module_home: Path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_BASE_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen(

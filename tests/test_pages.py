@@ -15,7 +15,6 @@ import loupe
 from loupe import background
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-pytest.importorskip("model_registry.zoo")
 
 
 def _page(page: str, query: dict[str, str] | None = None) -> AppTest:

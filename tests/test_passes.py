@@ -12,7 +12,6 @@ from explainers.runner import sample_passes
 from worker.batch import _job, make_request, pass_time
 from worker.jobs import run_job
 
-pytest.importorskip("model_registry.zoo")
 
 SMALL = {
     "samp": {"n_frag": 4, "pixels_per_step": 256},

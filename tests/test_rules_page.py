@@ -12,7 +12,6 @@ import loupe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "rules.py")
-pytest.importorskip("model_registry.zoo")
 
 
 def _page(query: dict[str, str] | None = None) -> AppTest:

@@ -22,10 +22,9 @@ from worker import cluster
 from worker.dispatch import BatchCancelled, JobFailed
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("model_registry.zoo")
 
 
-def test_identical_request_runs_zero_passes_and_returns_the_same_result():
+def test_identical_request_runs_zero_passes_and_returns_the_same_result(fresh_home):
     first = loupe.explain("shapes_cnn", "shapes", "0:4", "saliency")
     assert not first.cached and first.provenance["passes"] > 0 and first.provenance["computed"] == 4
     again = loupe.explain("shapes_cnn", "shapes", [0, 1, 2, 3], "saliency", params={"abs": True})
@@ -35,7 +34,7 @@ def test_identical_request_runs_zero_passes_and_returns_the_same_result():
     assert again.metrics == first.metrics
 
 
-def test_overlapping_request_computes_only_new_samples():
+def test_overlapping_request_computes_only_new_samples(fresh_home):
     loupe.explain("shapes_cnn", "shapes", "10:14", "input_x_gradient")
     res = loupe.explain("shapes_cnn", "shapes", "12:16", "input_x_gradient")
     assert res.provenance["reused"] == 2 and res.provenance["computed"] == 2
@@ -101,7 +100,7 @@ def build(flag):
 '''
 
 
-def test_worker_killed_mid_job_reports_and_next_request_works(tmp_path, monkeypatch):
+def test_worker_killed_mid_job_reports_and_next_request_works(tmp_path, monkeypatch, fresh_home, fresh_cluster):
     pkg = tmp_path / "killer_pkg"
     pkg.mkdir()
     (pkg / "killer_model.py").write_text(KILLER)
@@ -133,17 +132,13 @@ path = "{tmp_path / 'rows.npz'}"
 ''')
     monkeypatch.setenv("LOUPE_MANIFEST", str(manifest))
     monkeypatch.setenv("PYTHONPATH", f"{pkg}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    cluster.shutdown()  # a fresh embedded cluster whose workers inherit the factory's path
-    try:
-        loupe.model("killer")  # loaded (and probed) here while the flag is absent
-        flag.write_text("die")
-        with pytest.raises(JobFailed, match="died"):
-            loupe.explain("killer", "rows", "0:4", "input_x_gradient")
-        flag.unlink()
-        res = loupe.explain("killer", "rows", "0:4", "input_x_gradient")
-        assert res.attributions.shape == (4, 4) and np.isfinite(res.attributions).all()
-    finally:
-        cluster.shutdown()
+    loupe.model("killer")  # loaded (and probed) here while the flag is absent
+    flag.write_text("die")
+    with pytest.raises(JobFailed, match="died"):
+        loupe.explain("killer", "rows", "0:4", "input_x_gradient")
+    flag.unlink()
+    res = loupe.explain("killer", "rows", "0:4", "input_x_gradient")
+    assert res.attributions.shape == (4, 4) and np.isfinite(res.attributions).all()
 
 
 def _free_port() -> int:
@@ -159,7 +154,7 @@ def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
         client.wait_for_workers(n, timeout=timeout)
 
 
-def test_external_scheduler_and_worker(monkeypatch, tmp_path):
+def test_external_scheduler_and_worker(monkeypatch, tmp_path, fresh_home, fresh_cluster):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -172,7 +167,6 @@ def test_external_scheduler_and_worker(monkeypatch, tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_workers(address, 1)
-        cluster.shutdown()
         monkeypatch.setenv("LOUPE_SCHEDULER", address)
         res = loupe.explain("shapes_cnn", "shapes", "40:42", "saliency")
         assert not res.cached and res.provenance["passes"] > 0
@@ -207,7 +201,7 @@ path = "{tmp_path / 'rows.npz'}"
 
         assert (loupe_home() / "worker_files" / f"{digest}.pt").exists()
     finally:
-        cluster.shutdown()
+        cluster.shutdown()  # the client first, while its scheduler is still there
         for proc in (worker, scheduler):
             proc.terminate()
         for proc in (worker, scheduler):
@@ -217,21 +211,17 @@ path = "{tmp_path / 'rows.npz'}"
                 proc.kill()
 
 
-def test_unreachable_scheduler_is_a_clear_error(monkeypatch):
-    cluster.shutdown()
+def test_unreachable_scheduler_is_a_clear_error(monkeypatch, fresh_home, fresh_cluster):
     monkeypatch.setenv("LOUPE_SCHEDULER", f"tcp://127.0.0.1:{_free_port()}")
     monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
     started = time.monotonic()
-    try:
-        with pytest.raises(cluster.ClusterError, match="cannot reach the Dask scheduler"):
-            loupe.explain("shapes_cnn", "shapes", "50:51", "saliency")
-    finally:
-        cluster.shutdown()
+    with pytest.raises(cluster.ClusterError, match="cannot reach the Dask scheduler"):
+        loupe.explain("shapes_cnn", "shapes", "50:51", "saliency")
     assert time.monotonic() - started < 30
 
 
 @pytest.mark.slow
-def test_cli_batch_killed_mid_way_resumes_without_duplicates_or_gaps():
+def test_cli_batch_killed_mid_way_resumes_without_duplicates_or_gaps(fresh_home):
     import signal
 
     import duckdb
@@ -280,7 +270,7 @@ def test_sanity_check_runs_on_the_cluster_and_separates_methods():
     assert saliency.mean() < 0.9, "a trained CNN's saliency should change when its weights are randomised"
 
 
-def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkeypatch):
+def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkeypatch, fresh_home, fresh_cluster):
     """Streamlit installs the script it runs as a bare ``__main__`` module; spawned workers must not
     re-execute that file (a page that cannot run bare made the Nanny fail to start)."""
     import types
@@ -290,11 +280,8 @@ def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkey
     page.write_text(f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('a page ran in a worker')\n")
     fake_main = types.ModuleType("__main__")
     fake_main.__file__ = str(page)
-    cluster.shutdown()
     monkeypatch.setitem(sys.modules, "__main__", fake_main)
-    try:
-        res = loupe.explain("breast_cancer_mlp", "breast_cancer", [5, 6], "saliency", batch_size=2)
-        assert not res.cached and res.attributions.shape == (2, 30)
-    finally:
-        cluster.shutdown()
+    res = loupe.explain("breast_cancer_mlp", "breast_cancer", [5, 6], "saliency", batch_size=2)
+    assert not res.cached and res.attributions.shape == (2, 30)
+    cluster.shutdown()  # while the fake __main__ is still installed: stopping workers spawns nothing
     assert not marker.exists()
