@@ -1,10 +1,9 @@
 """How many rows a model pass should take at once, from the widest layer output of one row.
 
 On a CPU a pass over a batch whose activations fit in cache costs far less per row than one that
-spills: measured on 2 cores, ms per row at 16 / 64 / 128 rows, forward only: shapes_cnn 0.39 / 0.63 /
-0.69 (its widest layer output holds 2**16 values per row), digits_cnn 0.13 / 0.11 / 0.15 (2**14 per
-row); forward + backward, shapes_cnn at 16 / 256 rows: 0.68 / 1.35. So CPU passes take as many rows
-as keep the widest output near :data:`PASS_VALUES` values; other devices keep the caller's size.
+spills (measured per row at several batch sizes: bench/results/design_measurements.md). So CPU
+passes take as many rows as keep the widest output near :data:`PASS_VALUES` values; other devices
+keep the caller's size.
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@ Interpreting Model Predictions", NeurIPS 2017), via ``shap.KernelExplainer``.
 
 Why Kernel SHAP and not shap's permutation explainer: one permutation pass costs 2F + 1 model
 evaluations, and on the 5,000-feature ``highdim`` table shap's permutation explainer allocated
-several GB per sample (peak RSS 14 GB, 3–30 s per sample on 2 cores). Kernel SHAP with a budget of
-``nsamples`` coalitions and a LARS selection of the ``max_features`` most relevant features
-(shap's ``l1_reg="num_features(k)"``) ran in about 1–1.5 s per sample there with 8 background rows.
+several GB per sample. Kernel SHAP with a budget of ``nsamples`` coalitions and a LARS selection of
+the ``max_features`` most relevant features (shap's ``l1_reg="num_features(k)"``) is an order of
+magnitude faster there (bench/results/design_measurements.md).
 Tables with at most ``max_features`` features skip the selection and solve the full weighted least
 squares problem; when ``nsamples`` ≥ 2^F − 2 every coalition is enumerated and the values are exact
 (for a linear black box with independent background: φ_i = w_i (x_i − E[background_i])).

@@ -19,8 +19,8 @@ SHOWN = 6
 def shared_result(res: loupe.Result) -> None:
     """A stored run on its own: what it is, its maps, metrics, link and downloads, and a button that
     opens it in the explorer. No selection widgets, so a fresh browser loads few scripts; and it
-    loads them in page order, so the button comes last (measured: the map showed 0.36 s sooner,
-    median of 8 fresh browser contexts, than with the button above the maps)."""
+    loads them in page order, so the button comes last (the maps show sooner than with the button
+    above them: bench/results/design_measurements.md)."""
     prov = res.provenance
     data = loupe.dataset(prov["dataset_id"])
     st.caption(f"Stored result: {prov.get('explainer', prov['explainer_id'])} on {prov['model_id']} / "

@@ -43,8 +43,8 @@ def _configure_dask() -> None:
     dask.config.set({
         # Dask's default worker environment sets MALLOC_TRIM_THRESHOLD_, which also freezes glibc's
         # mmap threshold, so every tensor above 128 KB is mmapped and page-faulted afresh, and pins
-        # OpenMP/MKL to one thread. Measured on 2 cores, a 64-image IG job took 8.2–8.7 s in such a
-        # worker against 5.0–5.7 s in-process. None unsets a variable: workers get the defaults.
+        # OpenMP/MKL to one thread, which made jobs far slower than in-process
+        # (bench/results/design_measurements.md). None unsets a variable: workers get the defaults.
         **{f"distributed.nanny.pre-spawn-environ.{name}": None
            for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
         "distributed.scheduler.allowed-failures": 0,

@@ -127,8 +127,8 @@ def _load(ref: ModelRef, file_bytes: bytes | None) -> ModelHandle:
 def use_all_cores() -> None:
     """Give torch every core in the thread that runs the task. The nanny starts workers with
     OMP_NUM_THREADS=1 and OpenMP keeps its thread count per calling thread, so setting it in the
-    preload (another thread) is not enough: measured on 2 cores, a conv ran 1.6× and a matmul 2×
-    slower in a Dask task than in-process until the task's own thread set it."""
+    preload (another thread) is not enough: convolutions and matmuls ran markedly slower in a Dask
+    task than in-process until the task's own thread set it (bench/results/design_measurements.md)."""
     if not torch.cuda.is_available():
         torch.set_num_threads(int(os.environ.get("LOUPE_TORCH_THREADS", os.cpu_count() or 1)))
 
