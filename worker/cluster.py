@@ -133,7 +133,7 @@ def get_client() -> Client:
         if client is None:
             try:
                 _STATE["cluster"], client = _start_embedded()
-            except Exception as err:  # noqa: BLE001 - any start failure becomes one clear message
+            except Exception as err:  # any start failure becomes one clear message
                 raise ClusterError(f"could not start the embedded Dask cluster: {err}") from err
         _STATE["client"] = client
         atexit.register(shutdown)

@@ -85,7 +85,7 @@ def run(model: ModelHandle, fn: Callable[..., R], *args: Any, where: str, retry:
     future = client.submit(fn, *args, file_bytes=options["file_bytes"], pure=False, resources=options["resources"])
     try:
         return future.result()
-    except Exception as err:  # noqa: BLE001 - re-raised with context
+    except Exception as err:  # re-raised with context
         raise failure(err, where, retry) from err
     finally:
         if not future.done():
@@ -115,7 +115,7 @@ def run_each(model: ModelHandle, fn: Callable[..., R], jobs: Sequence[J], *, whe
             job = futures[future]
             try:
                 result = future.result()
-            except Exception as err:  # noqa: BLE001 - re-raised with context
+            except Exception as err:  # re-raised with context
                 raise failure(err, where(job), retry) from err
             on_result(job, result)
     finally:
