@@ -137,3 +137,22 @@ def test_analyses_and_explainers_share_one_id_space():
     listed = {e["id"]: e["output"] for e in loupe.explainers()}
     assert all(listed[i] != "attribution" for i in all_analyses())
     assert listed["integrated_gradients"] == "attribution"
+
+
+def test_an_embedding_of_stored_maps_reads_exactly_the_stored_run(fresh_home):
+    """source=attributions embeds the stored maps of one explainer (default params, predicted
+    target): refused with a clear message before they are stored, then built from that run's maps,
+    predictions and metrics, which it reads from the store and never computes."""
+    params = {"source": "attributions", "explainer": "saliency", "samples": "0:24", "n_neighbors": 5}
+    with pytest.raises(ExplainError, match="no stored saliency maps for these 24 samples of digits on digits_cnn"):
+        loupe.analysis("umap_embedding", "digits_cnn", "digits", params)
+    with pytest.raises(ExplainError, match="shap works on tabular models, not image"):
+        loupe.analysis("umap_embedding", "digits_cnn", "digits", {**params, "explainer": "shap"})
+    run = loupe.explain("digits_cnn", "digits", "0:24", "saliency")
+    emb = loupe.analysis("umap_embedding", "digits_cnn", "digits", params)
+    assert not emb.cached and emb.info["source"] == "attributions" and emb.info["feature_dim"] == 32 * 32
+    assert emb.arrays["points"].shape == (24, 2) and np.isfinite(emb.arrays["points"]).all()
+    np.testing.assert_array_equal(emb.arrays["predictions"], run.predictions)
+    np.testing.assert_allclose(emb.arrays["confidences"], run.confidences)
+    np.testing.assert_allclose(emb.arrays["metric_deletion_auc"], [m["deletion_auc"] for m in run.metrics])
+    np.testing.assert_array_equal(emb.arrays["labels"], run.labels)
