@@ -45,7 +45,7 @@ __all__ = [
     "ParamError", "RegistrationError", "Result", "UnknownExplainer", "add_entry", "analysis", "artifact", "attacks",
     "base_url", "dataset", "datasets", "estimate", "explain", "explain_batch", "explainers", "export", "kind_of",
     "link", "main", "manifest_path", "max_upload_bytes", "model", "models", "parse_samples", "pathways",
-    "pathways_result", "predict", "request", "rules", "rules_result", "run", "runs", "sanity_check", "save_upload",
+    "pathways_result", "predict", "request", "result_rows", "rules", "rules_result", "run", "runs", "sanity_check", "save_upload",
     "stored", "user_errors",
 ]
 
@@ -364,6 +364,22 @@ def export(run: str | None = None, *, model: str | None = None, dataset: str | N
 
     return export_table(Store(), run, model=model, dataset=dataset, explainer=explainer, k=k, csv=csv,
                         parquet=parquet, maps=maps)
+
+
+def result_rows(res: Result) -> list[dict]:
+    """One flat dict per sample: ids, label, target, prediction, confidence and every scalar metric."""
+    rows = []
+    for i, sid in enumerate(res.sample_ids):
+        metrics = res.metrics[i] if res.metrics else {}
+        rows.append({
+            "sample_id": int(sid),
+            "label": int(res.labels[i]),
+            "target": int(res.targets[i]),
+            "prediction": int(res.predictions[i]),
+            "confidence": float(res.confidences[i]),
+            **{k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)},
+        })
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

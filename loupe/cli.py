@@ -7,29 +7,10 @@ import json
 import sys
 from typing import Sequence
 
-import numpy as np
-
 import loupe
-from explainers.base import ExplainError, ParamError, Result
+from explainers.base import ExplainError, ParamError
 
 
-def result_rows(res: Result) -> list[dict]:
-    """One flat dict per sample: ids, label, target, prediction, confidence and every scalar metric."""
-    rows = []
-    for i, sid in enumerate(res.sample_ids):
-        metrics = res.metrics[i] if res.metrics else {}
-        rows.append({
-            "sample_id": int(sid),
-            "label": int(res.labels[i]),
-            "target": int(res.targets[i]),
-            "prediction": int(res.predictions[i]),
-            "confidence": float(res.confidences[i]),
-            **{k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)},
-        })
-    return rows
-
-
-# -- CLI -----------------------------------------------------------------------------------------
 def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     """``key=value`` pairs from ``--set``; values stay strings (Params coerces them)."""
     out = {}
@@ -76,11 +57,11 @@ def _cmd_explain(args: argparse.Namespace) -> None:
         pd.concat([loupe.export(r.key) for r in results], ignore_index=True).to_csv(args.csv, index=False)
     if args.json:
         out = [{"key": r.key, "link": r.link, "cached": r.cached, "explainer": r.provenance["explainer"],
-                "params": r.provenance["params"], "results": result_rows(r)} for r in results]
+                "params": r.provenance["params"], "results": loupe.result_rows(r)} for r in results]
         print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
         return
     for r in results:
-        _print_table(result_rows(r), False)
+        _print_table(loupe.result_rows(r), False)
         state = "from the cache" if r.cached else f"computed {r.provenance['computed']}, reused {r.provenance['reused']}"
         print(f"\n{r.provenance['explainer']}: {len(r.sample_ids)} samples ({state})\nlink: {r.link}\n")
 
