@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.lazy import Rows
 from explainers.base import Analysis, Params, Prepared, Spec, param
 from explainers.runner import ExplainError
 
@@ -52,13 +53,15 @@ def _classifier(model: nn.Module) -> nn.Linear | None:
     return linears[-1] if linears else None
 
 
-def penultimate(model, x: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(N×d penultimate activations, N×classes probabilities) of ``x`` on the model's device."""
+def penultimate(model, x: torch.Tensor | np.ndarray | Rows, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(N×d penultimate activations, N×classes probabilities) of ``x`` on the model's device; lazy
+    rows (``data.lazy.Rows``) are read one batch at a time."""
     layer = _classifier(model.module)
     seen: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach().flatten(1).cpu()))
     try:
-        logits = model.logits(x, batch_size=batch_size)
+        logits = torch.cat([model.logits(torch.as_tensor(np.asarray(x[s:s + batch_size])), batch_size=batch_size)
+                            for s in range(0, len(x), batch_size)])
     finally:
         handle.remove()
     return torch.cat(seen).float().numpy(), torch.softmax(logits, dim=1).numpy()
@@ -101,11 +104,11 @@ class UmapEmbedding(Analysis):
         ids = parse_samples(params.samples, len(dataset))
         if len(ids) <= params.n_neighbors:
             raise ExplainError(f"an embedding needs more samples ({len(ids)}) than n_neighbors ({params.n_neighbors})")
-        labels = dataset.labels(ids)
+        labels = dataset.model_labels(model.classes, ids)
         if params.source == "activations":
             if not isinstance(model.module, nn.Module) or _classifier(model.module) is None:
                 raise ExplainError(f"model {model.id!r} has no nn.Linear classifier layer whose input could be embedded")
-            return Prepared(ids, {"x": dataset.inputs(ids).numpy(), "labels": labels})
+            return Prepared(ids, {"x": dataset.samples(ids), "labels": labels})
         return Prepared(ids, {"labels": labels, **self._stored_maps(model, dataset, ids, params.explainer)})
 
     @staticmethod
@@ -124,7 +127,7 @@ class UmapEmbedding(Analysis):
     def compute(self, model, params: EmbeddingParams, inputs):
         arrays = {k: v for k, v in inputs.items() if k not in ("x", "maps")}
         if params.source == "activations":
-            features, probs = penultimate(model, torch.from_numpy(inputs["x"]))
+            features, probs = penultimate(model, inputs["x"])
             arrays.update(predictions=probs.argmax(1), confidences=probs.max(1))
         else:
             flat = np.asarray(inputs["maps"], dtype=np.float32).reshape(len(inputs["maps"]), -1)

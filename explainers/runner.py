@@ -108,6 +108,7 @@ def explain_samples(
     """Explain ``sample_ids`` of ``dataset`` with one explainer; returns a filled :class:`Result`.
 
     ``batch_size`` only chunks the work: explainers are batch invariant, so it never changes results.
+    Labels are the model's class indices (``data.classes``); ``target="label"`` needs them mapped.
     """
     from explainers.evaluation import evaluate_with_curves
 
@@ -120,9 +121,12 @@ def explain_samples(
         raise ExplainError(f"batch_size must be ≥ 1, got {batch_size}")
     p = params if isinstance(params, explainer.Params) else explainer.Params.from_dict(params or {})
     ids = [int(i) for i in dataset.check_ids(sample_ids)]
+    class_map = dataset.class_map_for(model.classes)
+    if parse_target(target) == "label":
+        class_map.require(model.id, dataset.id)
     started = time.perf_counter()
     x = dataset.inputs(ids)
-    labels = dataset.labels(ids)
+    labels = class_map.labels(dataset.labels(ids))
     masks = dataset.masks(ids)
     probs = torch.softmax(model.logits(x, batch_size=max(batch_size, 64)), dim=1).numpy()
     predictions = probs.argmax(1)

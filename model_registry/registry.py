@@ -14,7 +14,7 @@ import torch
 
 from data.loaders import source_stamp
 from model_registry.base import ModelError, ModelHandle, pick_device, weights_hash
-from model_registry.loaders import load_model
+from model_registry.loaders import entry_classes, load_model
 from model_registry.manifest import ID_PATTERN, EntryError, ModelEntry, current_manifest
 
 _LOCK = threading.RLock()
@@ -43,7 +43,8 @@ def _stamp(entry: ModelEntry) -> tuple:
 
 
 def _check_dataset(handle: ModelHandle) -> None:
-    """A manifest model's default dataset must fit it: same sample shape, same number of classes."""
+    """A manifest model's default dataset must fit it: same sample shape, and labels that map to the
+    model's classes (``data.classes``; how they map is recorded as ``meta["labels"]``)."""
     from data.base import DatasetError
     from data.registry import get_dataset
 
@@ -58,11 +59,11 @@ def _check_dataset(handle: ModelHandle) -> None:
             f"model {handle.id!r} takes input_shape {list(handle.input_shape)} but its dataset {handle.dataset!r} "
             f"has samples of shape {list(ds.input_shape)}"
         )
-    if len(ds.classes) != len(handle.classes):
-        raise ModelError(
-            f"model {handle.id!r} has {len(handle.classes)} classes but its dataset {handle.dataset!r} "
-            f"has {len(ds.classes)}"
-        )
+    mapping = ds.class_map_for(handle.classes)
+    if not mapping.mapped:
+        raise ModelError(f"model {handle.id!r}: the labels of its dataset {handle.dataset!r} do not map to its "
+                         f"classes: {mapping.problem}")
+    handle.meta["labels"] = mapping.how
 
 
 def _load_manifest_model(entry: ModelEntry, device: torch.device) -> ModelHandle:
@@ -129,7 +130,7 @@ def _entry_row(entry: ModelEntry) -> dict:
         "kind": entry.kind,
         "task": entry.task,
         "input_shape": list(entry.input_shape),
-        "classes": list(entry.classes),
+        "classes": entry_classes(entry),
         "dataset": entry.dataset,
         "path": str(entry.path),
         "description": entry.description,

@@ -1,10 +1,12 @@
 """Cached analyses (rules, pathways, embeddings) on the cluster: one artifact per request.
 
 The data flow of DESIGN.md for results that are not per-sample maps: the submitting process
-validates the request and gathers the analysis's inputs (``Analysis.prepare``, no model passes),
-looks the artifact key up in the store, and only on a miss runs ``Analysis.compute`` as one task
-on a Dask worker (the model loaded there, cached on the worker's device). The submitter stores
-what comes back, so an identical request never computes twice and a worker never opens the database.
+validates the request and gathers the analysis's inputs (``Analysis.prepare``, no model passes;
+samples by reference, ``data.base.Samples``), looks the artifact key up in the store, and only on a
+miss runs ``Analysis.compute`` as one task on a Dask worker (the model loaded there, cached on the
+worker's device; samples read there or shipped beside the graph, ``worker.samples``). The submitter
+stores what comes back, so an identical request never computes twice and a worker never opens the
+database.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from data.base import Dataset
+from data.base import Dataset, Samples
+from data.lazy import Rows
 from explainers.base import Analysis
 from explainers.registry import get_analysis
 from explainers.runner import ExplainError, library_versions
@@ -24,41 +27,57 @@ from store.keys import array_digest, artifact_key
 from store.links import run_link
 from store.runs import RunNotFound, Store
 from worker.jobs import ModelRef, load_model_on_worker, remember, use_all_cores
+from worker.samples import inbound, outbound
 
 
 @dataclass(frozen=True)
 class AnalysisJob:
     """One analysis on one worker. ``analysis`` travels pickled by reference to its class, so any
-    analysis defined in an importable module runs, registered or not."""
+    analysis defined in an importable module runs, registered or not. The inputs travel apart
+    (:func:`run_analysis_job`), so that their samples and arrays stay out of the task graph."""
 
     model: ModelRef
     analysis: Analysis
     params: dict[str, Any]
-    inputs: dict[str, Any]
 
 
-def run_analysis_job(job: AnalysisJob, file_bytes: bytes | None = None
+def run_analysis_job(job: AnalysisJob, inputs: dict[str, Any], file_bytes: bytes | None = None
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
-    """Run on a worker: ``(info, arrays, device)``."""
+    """Run on a worker: ``(info, arrays, device)``; samples in ``inputs`` are read here."""
     use_all_cores()
     model = load_model_on_worker(job.model, file_bytes)
-    info, arrays = job.analysis.compute(model, job.analysis.Params.from_dict(job.params), job.inputs)
+    info, arrays = job.analysis.compute(model, job.analysis.Params.from_dict(job.params), inbound(inputs))
     return info, arrays, str(model.device)
 
 
-def _execute(job: AnalysisJob, model: ModelHandle) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+def digestible(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the artifact key covers: in-memory samples as their array (the key they had before
+    samples travelled by reference), file-backed ones by dataset, ids and content hash (no decoding)."""
+    out = {}
+    for name, value in inputs.items():
+        if isinstance(value, Samples) and isinstance(value.dataset.eval.x, Rows):
+            value = {"dataset": value.dataset.id, "sample_ids": list(value.ids),
+                     "content_hash": value.dataset.content_hash(value.ids)}
+        elif isinstance(value, Samples):
+            value = np.asarray(value.rows())
+        out[name] = value
+    return out
+
+
+def _execute(job: AnalysisJob, inputs: dict[str, Any], model: ModelHandle
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
     """In this process for session models (workers cannot load them), else on the cluster."""
     from worker.batch import _in_process, _ship_model_file, failure
 
     if _in_process(model):
         remember(model)
-        return run_analysis_job(job)
+        return run_analysis_job(job, inputs)
     from worker.cluster import get_client, uses_gpu_resources
 
     client = get_client()
     resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(run_analysis_job, job, _ship_model_file(client, job.model), pure=False,
-                           resources=resources)
+    future = client.submit(run_analysis_job, job, outbound(inputs, client), _ship_model_file(client, job.model),
+                           pure=False, resources=resources)
     try:
         return future.result()
     except Exception as err:  # noqa: BLE001 - re-raised with context
@@ -83,7 +102,7 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
     store = store or Store()
     meta = {"kind": chosen.spec.output, "model_id": model.id, "weights_hash": model.weights_hash,
             "dataset_id": dataset.id, "analysis_id": chosen.spec.id, "analysis_version": chosen.spec.version,
-            "params": checked.to_dict(), "inputs_hash": array_digest(prepared.inputs),
+            "params": checked.to_dict(), "inputs_hash": array_digest(digestible(prepared.inputs)),
             "sample_ids": prepared.sample_ids}
     key = artifact_key(**{k: v for k, v in meta.items() if k != "sample_ids"})
     link = run_link(key, kind=meta["kind"])
@@ -93,8 +112,8 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
         pass
     store.check_writable()  # before any work whose result could not be saved
     started = time.perf_counter()
-    job = AnalysisJob(_model_ref(model), chosen, checked.to_dict(), prepared.inputs)
-    info, arrays, device = _execute(job, model)
+    job = AnalysisJob(_model_ref(model), chosen, checked.to_dict())
+    info, arrays, device = _execute(job, prepared.inputs, model)
     store.put_artifact({**meta, "seconds": time.perf_counter() - started, "device": device,
                         "versions": library_versions()}, info, arrays)
     return replace(store.get_artifact(key), link=link, cached=False)

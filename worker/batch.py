@@ -16,14 +16,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data.base import Dataset
+from data.classes import ClassMap
 from explainers.base import Passes, Result
 from explainers.registry import get_explainer
 from explainers.runner import ExplainError, Progress, check_compatible, library_versions, parse_target
 from model_registry.base import ModelHandle
-from store.keys import item_key, run_key
+from store.keys import digest, item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, RunNotFound, Store
 from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, run_sanity_job, time_passes
+from worker.samples import job_samples
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
@@ -41,7 +43,8 @@ class JobFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Request:
-    """One explainer over samples of a dataset, fully resolved (params validated, defaults filled)."""
+    """One explainer over samples of a dataset, fully resolved (params validated, defaults filled;
+    ``class_map``: how the dataset's labels map to the model's classes)."""
 
     model: ModelHandle
     dataset: Dataset
@@ -49,16 +52,30 @@ class Request:
     explainer_id: str
     params: dict
     target: str | int
+    class_map: ClassMap
 
     def item_meta(self) -> dict[str, Any]:
         spec = get_explainer(self.explainer_id).spec
         return {"model_id": self.model.id, "weights_hash": self.model.weights_hash, "dataset_id": self.dataset.id,
                 "explainer_id": spec.id, "explainer_version": spec.version, "params": self.params}
 
+    def content_hash(self, ids: Sequence[int]) -> str:
+        """The samples' content hash, covering their labels as the model's class indices: when
+        the dataset's labels are not the model's indices as they are (``class_map.identity``), the
+        mapping joins the hash, so results stored under another mapping are never reused."""
+        found = self.dataset.content_hash(ids)
+        if self.class_map.identity:
+            return found
+        return digest({"content_hash": found, "model_labels": list(self.class_map.index)})
+
     def item_keys(self) -> list[str]:
         meta = self.item_meta()
-        return [item_key(**meta, sample_id=i, sample_hash=self.dataset.content_hash([i]), target=self.target)
+        return [item_key(**meta, sample_id=i, sample_hash=self.content_hash([i]), target=self.target)
                 for i in self.sample_ids]
+
+    def labels(self, ids: Sequence[int]) -> np.ndarray:
+        """Labels of ``ids`` as the model's class indices (-1 where a class has no match)."""
+        return self.class_map.labels(self.dataset.labels(ids))
 
 
 def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], explainer_id: str,
@@ -73,7 +90,11 @@ def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]
     if not ids:
         raise ExplainError("no samples selected")
     target = parse_target(target, len(model.classes))
-    return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target)
+    class_map = dataset.class_map_for(model.classes)
+    if target == "label":
+        class_map.require(model.id, dataset.id)
+    return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target,
+                   class_map)
 
 
 # -- conversions between results and stored items ------------------------------------------------
@@ -143,8 +164,7 @@ def _job(req: Request, ids: Sequence[int], batch_size: int) -> Job:
     ds = req.dataset
     return Job(
         model=_model_ref(req.model),
-        dataset_id=ds.id, task=ds.task, classes=tuple(ds.classes), sample_ids=tuple(ids),
-        x=ds.inputs(ids).numpy(), y=ds.labels(ids), masks=ds.masks(ids), background=ds.background(32).numpy(),
+        dataset_id=ds.id, task=ds.task, classes=tuple(req.model.classes), sample_ids=tuple(ids), y=req.labels(ids),
         explainer_id=req.explainer_id, params=req.params, target=req.target, batch_size=batch_size,
     )
 
@@ -154,11 +174,11 @@ def _in_process(model: ModelHandle) -> bool:
     return model.source == "session"
 
 
-def _run_local(job: Job, model: ModelHandle) -> tuple[Result, int]:
+def _run_local(job: Job, model: ModelHandle, dataset: Dataset) -> tuple[Result, int]:
     from worker.jobs import remember
 
     remember(model)
-    return run_job(job)
+    return run_job(job, None, job_samples(dataset, job.sample_ids))
 
 
 def _ship_model_file(client, ref: ModelRef):
@@ -210,7 +230,7 @@ def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: 
         for job in jobs:
             if cancel is not None and cancel.is_set():
                 raise BatchCancelled("cancelled; finished chunks are stored")
-            store_chunk(job, *_run_local(job, req.model))
+            store_chunk(job, *_run_local(job, req.model, req.dataset))
         return passes
 
     from distributed import as_completed
@@ -220,7 +240,8 @@ def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: 
     client = get_client()
     resources = {"GPU": 1} if uses_gpu_resources(client) else None
     shipped = _ship_model_file(client, jobs[0].model)
-    futures = {client.submit(run_job, job, shipped, pure=False, resources=resources): job for job in jobs}
+    futures = {client.submit(run_job, job, shipped, job_samples(req.dataset, job.sample_ids, client), pure=False,
+                             resources=resources): job for job in jobs}
     try:
         for future in as_completed(futures, loop=client.loop):
             if cancel is not None and cancel.is_set():
@@ -238,7 +259,7 @@ def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: 
 
 def _run_meta(req: Request) -> dict[str, Any]:
     return {**req.item_meta(), "sample_ids": list(req.sample_ids), "target": req.target,
-            "content_hash": req.dataset.content_hash(list(req.sample_ids)), "kind": "attribution"}
+            "content_hash": req.content_hash(list(req.sample_ids)), "kind": "attribution"}
 
 
 def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
@@ -304,13 +325,16 @@ def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
     Spearman correlation per sample between |map| of the trained and of a re-initialised model."""
     job = _job(req, req.sample_ids, len(req.sample_ids))
     if _in_process(req.model):
-        _run_local(job, req.model)
-        return run_sanity_job(job, seed)
+        from worker.jobs import remember
+
+        remember(req.model)
+        return run_sanity_job(job, job_samples(req.dataset, job.sample_ids), seed)
     from worker.cluster import get_client, uses_gpu_resources
 
     client = get_client()
     resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(run_sanity_job, job, seed, pure=False, resources=resources)
+    future = client.submit(run_sanity_job, job, job_samples(req.dataset, job.sample_ids, client), seed, pure=False,
+                           resources=resources)
     try:
         return future.result()
     except Exception as err:  # noqa: BLE001 - re-raised with context
@@ -319,8 +343,10 @@ def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
 
 def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:
     """``fn(ref, *args, file_bytes)`` for a small job: on the cluster, or in this process for
-    session models (seeded with the live handle); failures become JobFailed."""
+    session models (seeded with the live handle); failures become JobFailed. A dict argument's
+    samples and large arrays travel beside the task graph (``worker.samples.outbound``)."""
     from worker.jobs import remember
+    from worker.samples import outbound
 
     ref = _model_ref(model)
     if _in_process(model):
@@ -330,7 +356,8 @@ def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:
 
     client = get_client()
     resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(fn, ref, *args, _ship_model_file(client, ref), pure=False, resources=resources)
+    sent = [outbound(a, client) if isinstance(a, dict) else a for a in args]
+    future = client.submit(fn, ref, *sent, _ship_model_file(client, ref), pure=False, resources=resources)
     try:
         return future.result()
     except Exception as err:  # noqa: BLE001 - re-raised with context
@@ -340,8 +367,7 @@ def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:
 def predict(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]) -> np.ndarray:
     """Class probabilities of ``sample_ids`` (N×classes), computed on the worker."""
     check_compatible(model, dataset)
-    ids = [int(i) for i in dataset.check_ids(sample_ids)]
-    return _on_worker(model, predict_job, dataset.inputs(ids).numpy())
+    return _on_worker(model, predict_job, {"x": dataset.samples(sample_ids)})
 
 
 _PASS_TIMES: dict[tuple[str, str], PassTime] = {}
