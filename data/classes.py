@@ -53,14 +53,9 @@ def _norm(name: str) -> str:
     return " ".join(name.replace("_", " ").casefold().split())
 
 
-def _ambiguous(counts: dict[str, set[int]]) -> dict[str, int]:
-    """Names that point at exactly one index."""
-    return {name: next(iter(found)) for name, found in counts.items() if len(found) == 1}
-
-
 @functools.cache
-def _name_index(model_classes: tuple[str, ...]) -> dict[str, int]:
-    """Normalised name -> model index: the model's own names, plus WordNet ids and unambiguous
+def _names(model_classes: tuple[str, ...]) -> dict[str, set[int]]:
+    """Normalised name -> model indices it names: the model's own names, plus WordNet ids and
     lemmas when the model's classes are ImageNet-1k's (by name or by WordNet id)."""
     found: dict[str, set[int]] = {}
     for i, name in enumerate(model_classes):
@@ -70,7 +65,21 @@ def _name_index(model_classes: tuple[str, ...]) -> dict[str, int]:
         for i, cls in enumerate(table):
             for alias in (cls.wnid, cls.name, *cls.lemmas):
                 found.setdefault(_norm(alias), set()).add(i)
-    return _ambiguous(found)
+    return found
+
+
+@functools.cache
+def _name_index(model_classes: tuple[str, ...]) -> dict[str, int]:
+    """Normalised name -> model index, for the names that point at exactly one class."""
+    return {name: next(iter(found)) for name, found in _names(model_classes).items() if len(found) == 1}
+
+
+def _unmatched(model_classes: tuple[str, ...], name: str) -> str:
+    """Why ``name`` matches no single model class (it names none, or several)."""
+    several = sorted(_names(model_classes).get(_norm(name), ()))
+    if len(several) > 1:
+        return f"{name!r} names several model classes ({[model_classes[i] for i in several]})"
+    return f"{name!r} is not a model class"
 
 
 def _preview(names: Sequence[str], limit: int = 12) -> str:
@@ -99,9 +108,11 @@ class ClassMap:
         return self.mapped and self.index == tuple(range(len(self.index)))
 
     def labels(self, labels: np.ndarray) -> np.ndarray:
-        """``labels`` (dataset indices) as model indices; ``UNMAPPED`` when there is no mapping."""
-        return np.asarray(self.index, dtype=np.int64)[np.asarray(labels, dtype=np.int64)] if len(labels) else \
-            np.zeros(0, dtype=np.int64)
+        """``labels`` (dataset indices) as model indices; ``UNMAPPED`` where there is no mapping (and
+        where a label already is ``UNMAPPED``)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        index = np.append(np.asarray(self.index, dtype=np.int64), UNMAPPED)  # position -1: UNMAPPED
+        return index[np.where(labels < 0, -1, labels)]
 
     def require(self, model_id: str, dataset_id: str, why: str = "target='label'") -> None:
         """Raise DatasetError naming both class lists when labels cannot be mapped."""
@@ -128,8 +139,9 @@ def _explicit(model_classes: tuple[str, ...], dataset_classes: tuple[str, ...], 
         else:
             index.append(names.get(_norm(value), UNMAPPED))
             if index[-1] == UNMAPPED:
-                problems.append(f"class_map sends {cls!r} to {value!r}, which is not a model class"
-                                if cls in class_map else f"{cls!r} is neither in class_map nor a model class")
+                why = _unmatched(model_classes, value)
+                problems.append(f"class_map sends {cls!r} to {value!r}, but {why}" if cls in class_map
+                                else f"{cls!r} is not in class_map, and {why}")
     return index, problems
 
 
@@ -151,16 +163,16 @@ def _map(model_classes: tuple[str, ...], dataset_classes: tuple[str, ...],
     moved = [c for i, c in enumerate(dataset_classes) if index[i] not in (UNMAPPED, i)]
     if len(dataset_classes) == len(model_classes) and not moved:
         return ClassMap(tuple(range(len(model_classes))), "by position")
-    missing = [c for c, i in zip(dataset_classes, index) if i == UNMAPPED]
-    reason = (f"{_preview(missing)} dataset classes are not model classes" if len(missing) > 1
-              else f"the dataset class {missing[0]!r} is not a model class")
-    if moved:
-        reason += f", and {moved[:5]} name model classes at other positions, so positions cannot be used either"
-    elif len(dataset_classes) != len(model_classes):
-        reason += ", and the class counts differ, so positions cannot be used either"
+    missing = [_unmatched(model_classes, c) for c, i in zip(dataset_classes, index) if i == UNMAPPED]
+    reason = "; ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+    if len(dataset_classes) != len(model_classes):
+        reason += (f"; positions cannot be used either: {len(dataset_classes)} dataset classes against "
+                   f"{len(model_classes)} model classes")
+    else:
+        reason += f"; positions cannot be used either: {moved[:5]} name model classes at other positions"
     return ClassMap((UNMAPPED,) * len(dataset_classes), "none",
                     f"{reason}. {both}. Rename the classes or give class_map = {{ <dataset class> = "
-                    "<model class name or index> }} in the dataset's manifest entry")
+                    "<model class name or index> } in the dataset's manifest entry")
 
 
 def map_classes(model_classes: Sequence[str], dataset_classes: Sequence[str],
