@@ -1,11 +1,13 @@
-"""Loaders for user datasets declared in the manifest, one per ``kind``.
+"""Loaders for user datasets declared in the manifest, one per ``kind``. Opening lists samples and
+reads none of them (DESIGN.md, "Contracts: Dataset"); rows are read on access (``data.lazy``).
 
-* ``image_folder``: one subfolder per class (class = folder name, sorted), images read with PIL,
-  converted to 1 or 3 channels, scaled to float32 in [0, 1]; files in sorted order give stable ids.
+* ``image_folder``: one subfolder per class (class = folder name, sorted), images decoded with PIL
+  on access, converted to 1 or 3 channels, optionally resized/centre-cropped, scaled to float32 in
+  [0, 1]; files in sorted order give stable ids (``data.images``).
 * ``npz``: arrays ``x`` (N×C×H×W or N×F), ``y`` (N) and optional ``masks`` (N×H×W), read with
-  ``allow_pickle=False``.
-* ``table``: CSV or Parquet read through DuckDB with a parameterised path; one label column, every
-  other column a numeric feature.
+  ``allow_pickle=False``; members stored uncompressed are memory-mapped.
+* ``table``: CSV or Parquet streamed through DuckDB with parameterised paths; one label column,
+  every other column a numeric feature (``data.tables``).
 
 User datasets evaluate on every row (``train=None``) unless the entry sets ``test_fraction``, which
 makes a seeded split. Every problem raises DatasetError naming the dataset and the file.
@@ -23,13 +25,8 @@ import numpy as np
 from data.base import Dataset, DatasetError, Split
 from data.images import IMAGE_SUFFIXES, ImageFiles, Preprocess, inspect
 from data.lazy import ArrayRows, Rows
+from data.tables import TableRows, check_features, parquet_source, read_column, schema
 from model_registry.manifest import DatasetEntry
-TABLE_QUERIES = {
-    ".csv": "SELECT * FROM read_csv_auto(?, header=true, skip=0, delim=',', quote='\"', escape='\"', "
-    "strict_mode=true, sample_size=-1)",
-    ".parquet": "SELECT * FROM read_parquet(?)",
-    ".pq": "SELECT * FROM read_parquet(?)",
-}
 
 
 # -- labels --------------------------------------------------------------------------------------------
@@ -251,69 +248,21 @@ def load_npz(entry: DatasetEntry) -> Dataset:
 
 
 # -- table ---------------------------------------------------------------------------------------------
-def _read_table(entry: DatasetEntry) -> dict[str, np.ndarray]:
-    """Columns of a CSV/Parquet file through DuckDB, the path bound as a parameter (never spliced
-    into SQL)."""
-    import duckdb
-
-    query = TABLE_QUERIES.get(entry.path.suffix.lower())
-    if query is None:
-        raise DatasetError(
-            f"dataset {entry.id!r}: {str(entry.path)!r} must end in one of {sorted(TABLE_QUERIES)} for kind 'table'"
-        )
-    try:
-        with duckdb.connect() as con:
-            return con.execute(query, [str(entry.path)]).fetchnumpy()
-    except duckdb.Error as err:
-        csv = entry.path.suffix.lower() == ".csv"
-        hint = " (rows with a different number of fields than the header?)" if csv else ""
-        raise DatasetError(
-            f"dataset {entry.id!r}: cannot read {str(entry.path)!r}{hint}: {str(err).splitlines()[0]}"
-        ) from None
-
-
-def _feature(entry: DatasetEntry, name: str, column: np.ndarray) -> np.ndarray:
-    """One feature column as float64; missing, non-numeric or non-finite values raise DatasetError
-    naming the column and the first bad row."""
-    where = f"dataset {entry.id!r}: feature column {name!r}"
-    if np.ma.isMaskedArray(column) and column.mask.any():
-        raise DatasetError(f"{where} has missing values (first at row {int(np.flatnonzero(column.mask)[0])})")
-    column = np.ma.getdata(column)
-    if column.dtype.kind in "iubf":
-        values = column.astype(np.float64)
-    elif column.dtype.kind == "O":
-        values = np.array([_number(where, row, v) for row, v in enumerate(column)], dtype=np.float64)
-    else:
-        raise DatasetError(f"{where} is not numeric (dtype {column.dtype})")
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise DatasetError(f"{where} has NaN or infinite values (first at row {int(bad[0])})")
-    return values
-
-
-def _number(where: str, row: int, value: object) -> float:
-    """``float(value)`` for a text cell such as "inf" or "1e3"; anything else raises DatasetError."""
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise DatasetError(
-            f"{where} is not numeric (row {row} holds {value!r}); every column other than the label must be a number"
-        ) from None
-
-
 def load_table(entry: DatasetEntry) -> Dataset:
-    """table: CSV/Parquet; ``label`` names the label column (strings or integers), the rest are features."""
-    columns = _read_table(entry)
-    n_rows = len(next(iter(columns.values()))) if columns else 0
+    """table: CSV/Parquet streamed through DuckDB (``data.tables``); ``label`` names the label column
+    (strings or integers), the rest are numeric features, read by row number on access."""
+    source = parquet_source(entry.id, entry.path)
+    columns, n_rows = schema(entry.id, source, entry.path)
     if n_rows == 0:
         raise DatasetError(f"dataset {entry.id!r}: {str(entry.path)!r} has no data rows")
-    if entry.label not in columns:
-        raise DatasetError(f"dataset {entry.id!r}: label column {entry.label!r} not found; columns: {list(columns)}")
-    names = [c for c in columns if c != entry.label]
-    if not names:
+    names = [name for name, _ in columns]
+    if entry.label not in names:
+        raise DatasetError(f"dataset {entry.id!r}: label column {entry.label!r} not found; columns: {names}")
+    features = [(name, kind) for name, kind in columns if name != entry.label]
+    if not features:
         raise DatasetError(f"dataset {entry.id!r}: {str(entry.path)!r} has no feature columns besides {entry.label!r}")
-    x = np.stack([_feature(entry, c, columns[c]) for c in names], axis=1).astype(np.float32)
-    raw = columns[entry.label]
+    check_features(entry.id, source, features)
+    raw = read_column(source, entry.label)  # type: ignore[arg-type]  # checked above
     where = f"label column {entry.label!r}"
     if np.ma.isMaskedArray(raw) and raw.mask.any():
         raise DatasetError(f"dataset {entry.id!r}: {where} has missing labels")
@@ -323,8 +272,9 @@ def load_table(entry: DatasetEntry) -> Dataset:
     else:
         classes = _default_classes(entry, raw)
         y = _int_labels(entry, raw, classes, where)
+    x = TableRows(source, [name for name, _ in features], n_rows)
     ev, tr = _split(entry, x, y, None)
-    return Dataset(entry.id, "tabular", classes, ev, tr, feature_names=names, meta=_meta(entry),
+    return Dataset(entry.id, "tabular", classes, ev, tr, feature_names=x.features, meta=_meta(entry),
                    class_map=entry.class_map)
 
 
