@@ -301,3 +301,29 @@ def test_in_process_model_with_lazy_samples(folder: Dataset):
     res = loupe.explain("session_tiny32", "jpegs", [2, 9], "saliency", target="label")
     assert res.labels.tolist() == res.targets.tolist() == [0, 1]
     assert np.isfinite(res.attributions).all() and np.abs(res.attributions).sum() > 0
+
+
+def test_tables_stream_through_duckdb_and_read_only_the_rows_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from data.tables import TableRows
+
+    rows = "\n".join(f"{r},{r * 0.5},{'dog' if r % 3 else 'cat'}" for r in range(50))
+    (tmp_path / "t.csv").write_text(f"a,b,label\n{rows}\n")
+    _manifest(tmp_path, monkeypatch, f'''
+[[dataset]]
+id = "rows"
+kind = "table"
+path = "{tmp_path / 't.csv'}"
+label = "label"
+''')
+    ds = get_dataset("rows")
+    assert isinstance(ds.eval.x, TableRows) and ds.eval.x.stats() == {"reads": 0} and len(ds) == 50
+    assert ds.classes == ["cat", "dog"] and ds.labels([0, 1, 3]).tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(ds.inputs([7, 2, 7]).numpy(), [[7, 3.5], [2, 1], [7, 3.5]])
+    assert ds.eval.x.stats() == {"reads": 1}
+    copy = ds.eval.x.source
+    assert copy.suffix == ".parquet" and copy.parent.name == "tables"  # the CSV's streamed copy
+    in_memory = Dataset("rows", "tabular", ["cat", "dog"], Split(np.asarray(ds.eval.x), ds.eval.y))
+    assert ds.content_hash([4, 9]) == in_memory.content_hash([4, 9])  # same keys as when tables were arrays
+    (tmp_path / "t.csv").write_text("a,b,label\n1,2,cat\n3,4,dog\n")
+    edited = get_dataset("rows")
+    assert len(edited) == 2 and edited.eval.x.source != copy
