@@ -144,3 +144,33 @@ def test_stored_run_reopens_in_a_fresh_process_without_decoding_anything_else(bi
     print(f"\nreopened in a fresh process: {found}")
     assert found["cached"] and found["key"] == res.key
     assert found["decoded_to_find"] == 0 and found["decoded_to_show"] == len(TOUCHED)
+
+
+@pytest.mark.slow
+def test_readme_imagenet_example_registers_with_its_manifest_lines_alone(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """The README's ResNet-50 + ImageNet-folder manifest block, with only the two paths changed."""
+    import re
+
+    from data.classes import imagenet, imagenet_names
+    from model_registry import archs
+
+    block = re.search(r"### A real-scale example.*?```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block is not None
+    torch.manual_seed(0)
+    torch.save(archs.resnet50().state_dict(), tmp_path / "resnet50.pth")
+    rng = np.random.default_rng(0)
+    for cls in (imagenet()[1].wnid, imagenet()[954].wnid):  # goldfish, banana: WordNet-id folders
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i, size in enumerate([(500, 375), (240, 320)]):
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+                tmp_path / "val" / cls / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
+    text = block.group(1).replace("/models/resnet50.pth", str(tmp_path / "resnet50.pth"))
+    text = text.replace("/data/imagenet/val", str(tmp_path / "val"))
+    (tmp_path / "manifest.toml").write_text(text)
+    monkeypatch.setenv("LOUPE_MANIFEST", str(tmp_path / "manifest.toml"))
+    model = loupe.model("resnet50_imagenet")
+    assert model.classes == list(imagenet_names()) and model.meta["labels"] == "by name"
+    assert loupe.dataset("imagenet_val").input_shape == (3, 224, 224)
+    res = loupe.explain("resnet50_imagenet", "imagenet_val", [0, 2], "gradcam", target="label")
+    assert res.targets.tolist() == [1, 954] and res.attributions.shape == (2, 224, 224)
