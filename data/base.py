@@ -11,8 +11,9 @@ samples a request touches: over their values, or for file-backed rows over the f
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class Split:
     lazily read :class:`~data.lazy.Rows`), labels ``y`` (N, int64, in memory) and optional boolean
     ground-truth masks (N×H×W)."""
 
-    x: Union[np.ndarray, Rows]
+    x: np.ndarray | Rows
     y: np.ndarray
     masks: np.ndarray | None = None
 
@@ -116,11 +117,11 @@ class Dataset:
         digest.update(np.ascontiguousarray(self.eval.y[idx]).tobytes())
         return digest.hexdigest()
 
-    def samples(self, ids: Sequence[int]) -> "Samples":
+    def samples(self, ids: Sequence[int]) -> Samples:
         """The samples ``ids`` by reference, for an analysis's inputs: read where they are used."""
         return Samples(self, tuple(int(i) for i in self.check_ids(ids)))
 
-    def class_map_for(self, model_classes: Sequence[str]) -> "ClassMap":
+    def class_map_for(self, model_classes: Sequence[str]) -> ClassMap:
         """How this dataset's labels map to a model with ``model_classes`` (``data.classes``)."""
         from data.classes import map_classes
 
@@ -173,5 +174,5 @@ class Samples:
         x = self.dataset.eval.x
         return x.take(np.asarray(self.ids, dtype=np.int64)) if isinstance(x, Rows) else x[list(self.ids)]
 
-    def __reduce__(self):  # noqa: D105 - a clear error instead of shipping a whole dataset
+    def __reduce__(self):  # a clear error instead of shipping a whole dataset
         raise TypeError("Samples travel by reference: worker.samples.outbound() replaces them before a job is sent")

@@ -16,9 +16,9 @@ the two, so labels are translated into the model's indices first, by the first r
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -13,9 +13,10 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _resized(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     return int(shorter * w / h), shorter
 
 
-def open_image(dataset_id: str, path: str | Path, load: bool = True) -> "PILImage":
+def open_image(dataset_id: str, path: str | Path, load: bool = True) -> PILImage:
     """The image at ``path`` (decoded when ``load``, else only its header read). Images above PIL's
     ``MAX_IMAGE_PIXELS`` (about 89 million pixels) are refused before decoding: PIL only warns up to
     twice that, and decoding one costs gigabytes."""
@@ -120,7 +121,7 @@ def size_error(dataset_id: str, path: str, size: tuple[int, int], first: tuple[i
     )
 
 
-def to_array(dataset_id: str, img: "PILImage", path: str, prep: Preprocess, size: tuple[int, int]) -> np.ndarray:
+def to_array(dataset_id: str, img: PILImage, path: str, prep: Preprocess, size: tuple[int, int]) -> np.ndarray:
     """One decoded image as a C×H×W float32 array in [0, 1] of spatial ``size`` (H, W)."""
     from PIL import Image
 
@@ -136,7 +137,7 @@ def to_array(dataset_id: str, img: "PILImage", path: str, prep: Preprocess, size
                 f"dataset {dataset_id!r}: image {path!r} is {img.size[0]}x{img.size[1]} after resizing, smaller "
                 f"than center_crop {width}x{height} (width x height); set resize to at least {max(size)}"
             )
-        top, left = int(round((img.size[1] - height) / 2.0)), int(round((img.size[0] - width) / 2.0))
+        top, left = round((img.size[1] - height) / 2.0), round((img.size[0] - width) / 2.0)
         img = img.crop((left, top, left + width, top + height))
     elif img.size != (size[1], size[0]):
         raise size_error(dataset_id, path, img.size, (size[1], size[0]))

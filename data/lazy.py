@@ -10,7 +10,8 @@ reading anything.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class Rows(ABC):
         out = self[:]
         return out if dtype is None else out.astype(dtype)
 
-    def take(self, positions: np.ndarray) -> "Rows":
+    def take(self, positions: np.ndarray) -> Rows:
         """The rows at ``positions`` as a new lazy array (nothing is read)."""
         return Subset(self, self._positions(positions))
 
