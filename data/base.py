@@ -119,7 +119,7 @@ class Dataset:
 
     def samples(self, ids: Sequence[int]) -> Samples:
         """The samples ``ids`` by reference, for an analysis's inputs: read where they are used."""
-        return Samples(self, tuple(int(i) for i in self.check_ids(ids)))
+        return Samples(self, self.check_ids(ids).tolist())
 
     def class_map_for(self, model_classes: Sequence[str]) -> ClassMap:
         """How this dataset's labels map to a model with ``model_classes`` (``data.classes``)."""
@@ -157,22 +157,25 @@ class Dataset:
         }
 
 
-@dataclass(frozen=True, eq=False)
-class Samples:
-    """Samples of a dataset by reference: what an analysis hands its worker instead of decoded
-    arrays. The worker layer sends the reference when the worker can open the dataset itself and
-    the arrays beside the task graph otherwise (``worker.samples``); it never pickles the dataset."""
+class Samples(Rows):
+    """Samples of a dataset by reference: lazy rows (read through ``dataset.inputs`` when indexed)
+    that an analysis hands its worker instead of decoded arrays. The worker layer sends the
+    reference when the worker can open the dataset itself and the arrays beside the task graph
+    otherwise (``worker.samples``); a Samples object never pickles, so no dataset is ever shipped."""
 
-    dataset: Dataset
-    ids: tuple[int, ...]
+    def __init__(self, dataset: Dataset, ids: Sequence[int]) -> None:
+        self.dataset, self.ids = dataset, tuple(int(i) for i in ids)
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.ids), *self.dataset.input_shape)
 
-    def rows(self) -> np.ndarray | Rows:
-        """The samples' inputs: lazy rows (read on access) or, for in-memory data, an array."""
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        return self.dataset.inputs([self.ids[p] for p in positions.tolist()]).numpy()
+
+    def stats(self) -> dict[str, int]:
         x = self.dataset.eval.x
-        return x.take(np.asarray(self.ids, dtype=np.int64)) if isinstance(x, Rows) else x[list(self.ids)]
+        return x.stats() if isinstance(x, Rows) else {}
 
     def __reduce__(self):  # a clear error instead of shipping a whole dataset
         raise TypeError("Samples travel by reference: worker.samples.outbound() replaces them before a job is sent")

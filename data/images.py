@@ -108,6 +108,7 @@ def inspect(dataset_id: str, files: Sequence[str], channels: int | None, exact_s
     if exact_size:
         for i, img in modes_sizes:
             if img.size != first:
+                open_image(dataset_id, files[i])  # a file that cannot be decoded is the first thing to say
                 raise size_error(dataset_id, files[i], img.size, first)
     chosen = channels or (1 if all(is_grey(img.mode) for _, img in modes_sizes) else 3)
     return chosen, first

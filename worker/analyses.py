@@ -59,7 +59,7 @@ def digestible(inputs: dict[str, Any]) -> dict[str, Any]:
             value = {"dataset": value.dataset.id, "sample_ids": list(value.ids),
                      "content_hash": value.dataset.content_hash(value.ids)}
         elif isinstance(value, Samples):
-            value = np.asarray(value.rows())
+            value = np.asarray(value)
         out[name] = value
     return out
 

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from data.base import Dataset, DatasetError, Samples
-from data.lazy import Rows
 
 SHIP_BYTES = 1 << 20
 """Arrays at least this large travel by ``client.scatter``, not inside the task graph."""
@@ -63,9 +62,9 @@ class SampleRef:
             )
         return ds
 
-    def rows(self) -> np.ndarray | Rows:
-        """The samples' inputs, read on access where the dataset is lazy."""
-        return Samples(self.open(), self.ids).rows()
+    def rows(self) -> Samples:
+        """The samples, read when indexed."""
+        return Samples(self.open(), self.ids)
 
 
 def dataset_ref(ds: Dataset) -> DatasetRef | None:
@@ -102,15 +101,14 @@ def outbound(values: Mapping[str, Any], client: Any = None) -> dict[str, Any]:
     for name, value in values.items():
         if isinstance(value, Samples) and client is not None:
             ref = sample_ref(value.dataset, value.ids)
-            value = ref if ref is not None else np.asarray(value.rows())
+            value = ref if ref is not None else np.asarray(value)
         out[name] = _ship(client, value)
     return out
 
 
 def inbound(values: Mapping[str, Any]) -> dict[str, Any]:
-    """On the worker: every :class:`SampleRef` (or, in-process, :class:`Samples`) as its rows."""
-    return {name: value.rows() if isinstance(value, (SampleRef, Samples)) else value
-            for name, value in values.items()}
+    """On the worker: every :class:`SampleRef` as the samples it names (read when indexed)."""
+    return {name: value.rows() if isinstance(value, SampleRef) else value for name, value in values.items()}
 
 
 def job_samples(ds: Dataset, ids: tuple[int, ...], client: Any = None) -> dict[str, Any]:
