@@ -135,6 +135,7 @@ factory = "model_registry.archs:resnet18"
 task = "image"
 input_shape = [3, {SIZE}, {SIZE}]
 dataset = "named"
+layers = ["layer4.1.conv1", "layer4.1.conv2"]
 
 [[dataset]]
 id = "named"
