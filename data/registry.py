@@ -55,6 +55,28 @@ def _load_manifest_dataset(entry: DatasetEntry) -> Dataset:
     return ds
 
 
+def open_entry(entry: DatasetEntry) -> Dataset:
+    """The dataset of a manifest entry (cached like ``get_dataset``): how a worker opens the dataset
+    a job names, even when its own manifest differs from the submitter's."""
+    with _LOCK:
+        return _load_manifest_dataset(entry)
+
+
+def origin(ds: Dataset) -> tuple[str, DatasetEntry | None] | None:
+    """Where another process can open ``ds`` again: ("builtin", None), ("manifest", its entry), or
+    None for a dataset only this process has (registered in-process, or built by hand)."""
+    with _LOCK:
+        if ds.id in _SESSION:
+            return None
+        if ds.id in _builtins():
+            return ("builtin", None) if _LOADED.get(ds.id, ((), None))[1] is ds else None
+        loaded = _LOADED.get(ds.id)
+        if loaded is None or loaded[1] is not ds:
+            return None
+        entry = loaded[0][0]
+        return "manifest", entry
+
+
 def _load_builtin(dataset_id: str) -> Dataset:
     from data.builtin import load_builtin
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from data.base import Dataset, parse_samples
+from data.lazy import Rows
 from explainers._common import classifier_layer, hooks
 from explainers.base import Analysis, ExplainError, Params, Prepared, Spec, param
 from model_registry.base import ModelHandle
@@ -49,14 +50,17 @@ class EmbeddingParams(Params):
                       group="UMAP")
 
 
-def penultimate(model: ModelHandle, x: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(N×d penultimate activations, N×classes probabilities) of ``x`` on the model's device."""
+def penultimate(model: ModelHandle, x: torch.Tensor | np.ndarray | Rows,
+                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(N×d penultimate activations, N×classes probabilities) of ``x`` on the model's device; lazy
+    rows (``data.lazy.Rows``) are read one batch at a time."""
     layer = classifier_layer(model.module)
     if layer is None:
         raise ExplainError(f"model {model.id!r} has no nn.Linear classifier layer whose input could be embedded")
     seen: list[torch.Tensor] = []
     with hooks([layer.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach().flatten(1).cpu()))]):
-        logits = model.logits(x, batch_size=batch_size)
+        logits = torch.cat([model.logits(torch.as_tensor(np.asarray(x[s:s + batch_size])), batch_size=batch_size)
+                            for s in range(0, len(x), batch_size)])
     return torch.cat(seen).float().numpy(), torch.softmax(logits, dim=1).numpy()
 
 
@@ -95,11 +99,11 @@ class UmapEmbedding(Analysis[EmbeddingParams]):
         ids = parse_samples(params.samples, len(dataset))
         if len(ids) <= params.n_neighbors:
             raise ExplainError(f"an embedding needs more samples ({len(ids)}) than n_neighbors ({params.n_neighbors})")
-        labels = dataset.labels(ids)
+        labels = dataset.model_labels(model.classes, ids)
         if params.source == "activations":
             if not isinstance(model.module, nn.Module) or classifier_layer(model.module) is None:
                 raise ExplainError(f"model {model.id!r} has no nn.Linear classifier layer whose input could be embedded")
-            return Prepared(ids, {"x": dataset.inputs(ids).numpy(), "labels": labels})
+            return Prepared(ids, {"x": dataset.samples(ids), "labels": labels})
         return Prepared(ids, {"labels": labels, **self._stored_maps(model, dataset, ids, params.explainer)})
 
     @staticmethod
@@ -134,7 +138,7 @@ class UmapEmbedding(Analysis[EmbeddingParams]):
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {k: v for k, v in inputs.items() if k not in ("x", "maps")}
         if params.source == "activations":
-            features, probs = penultimate(model, torch.from_numpy(inputs["x"]))
+            features, probs = penultimate(model, inputs["x"])
             arrays.update(predictions=probs.argmax(1), confidences=probs.max(1))
         else:
             flat = np.asarray(inputs["maps"], dtype=np.float32).reshape(len(inputs["maps"]), -1)

@@ -435,7 +435,9 @@ class BluffPathways(Analysis[PathwaysParams]):
         for name in ("original", "target"):
             if getattr(params, name) >= n_classes:
                 raise ParamError(f"{name} must be a class index below {n_classes}, got {getattr(params, name)}")
-        labels = dataset.eval.y
+        class_map = dataset.class_map_for(model.classes)
+        class_map.require(model.id, dataset.id, "Bluff's per-class image selection")
+        labels = class_map.labels(dataset.eval.y)  # the model's class indices, without decoding a sample
         gathered = {}
         for name in ("original", "target"):
             ids = np.flatnonzero(labels == getattr(params, name))[:2 * params.images].tolist()
@@ -445,9 +447,9 @@ class BluffPathways(Analysis[PathwaysParams]):
         pool = list(range(min(params.patch_pool, len(dataset))))
         ids = sorted(set(gathered["original"]) | set(gathered["target"]) | set(pool))
         return Prepared(ids, {
-            "original_ids": np.asarray(gathered["original"]), "x_original": dataset.inputs(gathered["original"]).numpy(),
-            "target_ids": np.asarray(gathered["target"]), "x_target": dataset.inputs(gathered["target"]).numpy(),
-            "pool_ids": np.asarray(pool, dtype=np.int64), "x_pool": dataset.inputs(pool).numpy(),
+            "original_ids": np.asarray(gathered["original"]), "x_original": dataset.samples(gathered["original"]),
+            "target_ids": np.asarray(gathered["target"]), "x_target": dataset.samples(gathered["target"]),
+            "pool_ids": np.asarray(pool, dtype=np.int64), "x_pool": dataset.samples(pool),
         })
 
     def compute(self, model: ModelHandle, params: PathwaysParams, inputs: dict[str, Any]

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from data.base import Dataset
+from data.classes import ClassMap
 from explainers.base import ExplainError, Explainer, ParamError, Params, Passes, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
-from store.keys import TARGET_RULES
+from store.keys import TARGET_RULES, digest
 
 Progress = Callable[[int, int], object]
 """Called as ``progress(done, total)`` after each batch."""
@@ -47,6 +48,17 @@ def resolve_targets(rule: str | int, predictions: np.ndarray, labels: np.ndarray
     return np.full(len(predictions), rule, dtype=np.int64)
 
 
+def keyed_hash(dataset: Dataset, ids: Sequence[int], class_map: ClassMap) -> str:
+    """The samples' content hash as cache keys see it, covering their labels as the model's class
+    indices: when the dataset's labels are not the model's indices as they are
+    (``class_map.identity``), the mapping joins the hash, so results stored under another mapping
+    are never reused."""
+    found = dataset.content_hash(ids)
+    if class_map.identity:
+        return found
+    return digest({"content_hash": found, "model_labels": list(class_map.index)})
+
+
 def run_fields(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], explainer_id: str,
                params: dict[str, Any], target: str | int) -> dict[str, Any]:
     """What the stored run of explaining ``sample_ids`` is keyed by (:func:`store.keys.run_key`'s
@@ -55,7 +67,7 @@ def run_fields(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], 
     spec = get_explainer(explainer_id).spec
     ids = [int(i) for i in sample_ids]
     return {"model_id": model.id, "weights_hash": model.weights_hash, "dataset_id": dataset.id, "sample_ids": ids,
-            "content_hash": dataset.content_hash(ids), "explainer_id": spec.id, "explainer_version": spec.version,
+            "content_hash": keyed_hash(dataset, ids, dataset.class_map_for(model.classes)), "explainer_id": spec.id, "explainer_version": spec.version,
             "params": params, "target": target}
 
 
@@ -125,6 +137,7 @@ def explain_samples(
     """Explain ``sample_ids`` of ``dataset`` with one explainer; returns a filled :class:`Result`.
 
     ``batch_size`` only chunks the work: explainers are batch invariant, so it never changes results.
+    Labels are the model's class indices (``data.classes``); ``target="label"`` needs them mapped.
     """
     from explainers.evaluation import evaluate_with_curves
 
@@ -137,9 +150,12 @@ def explain_samples(
         raise ExplainError(f"batch_size must be ≥ 1, got {batch_size}")
     p = _own_params(explainer, params)
     ids = [int(i) for i in dataset.check_ids(sample_ids)]
+    class_map = dataset.class_map_for(model.classes)
+    if parse_target(target) == "label":
+        class_map.require(model.id, dataset.id)
     started = time.perf_counter()
     x = dataset.inputs(ids)
-    labels = dataset.labels(ids)
+    labels = class_map.labels(dataset.labels(ids))
     masks = dataset.masks(ids)
     probs = torch.softmax(model.logits(x, batch_size=max(batch_size, 64)), dim=1).numpy()
     predictions = probs.argmax(1)

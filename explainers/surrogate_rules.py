@@ -474,9 +474,11 @@ class SurrogateRules(Analysis[SurrogateParams]):
             cut = int(0.7 * len(dataset))
             ids = sorted(int(i) for i in order[cut:])
             x_fit = dataset.eval.x[np.sort(order[:cut])]
+        class_map = dataset.class_map_for(model.classes)
+        class_map.require(model.id, dataset.id, "the rules' accuracy")
         return Prepared(ids, {"x_fit": np.ascontiguousarray(x_fit, dtype=np.float32),
-                              "x_test": dataset.inputs(ids).numpy(), "y_test": dataset.labels(ids),
-                              "features": list(names), "classes": list(dataset.classes)})
+                              "x_test": dataset.inputs(ids).numpy(), "y_test": class_map.labels(dataset.labels(ids)),
+                              "features": list(names), "classes": list(model.classes)})
 
     def compute(self, model: ModelHandle, params: SurrogateParams, inputs: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

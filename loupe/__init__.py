@@ -200,13 +200,14 @@ def stored(model: str, dataset: str, samples: str | Sequence[int] | int | None, 
 
 
 def predict(model: str, dataset: str, samples: str | Sequence[int] | int | None) -> list[dict]:
-    """Per sample: id, label, predicted class and its probability, computed on the worker."""
+    """Per sample: id, label and predicted class (both indices of the model's classes; label -1 when
+    the sample's class is not one of the model's), and the prediction's probability, computed on the worker."""
     from worker.batch import predict as predict_on_worker
 
     handle, ds = _model(model), _dataset(dataset)
     ids = parse_samples(samples, len(ds))
     probs = predict_on_worker(handle, ds, ids)
-    labels = ds.labels(ids)
+    labels = ds.model_labels(handle.classes, ids)
     return [{"sample_id": i, "label": int(labels[k]), "prediction": int(probs[k].argmax()),
              "confidence": float(probs[k].max())} for k, i in enumerate(ids)]
 

@@ -41,6 +41,24 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class InputNormalized(nn.Module):
+    """A network that expects normalised input (a torchvision or timm checkpoint), with that
+    normalisation put in front of it: the handle's module takes [0, 1] pixels (or raw features), so
+    every explainer perturbs and attributes in input space and baselines such as "zero after
+    normalisation" are found through :func:`find_normalizer_mean`. The network's layers keep their
+    names under ``net.`` (``net.layer4``)."""
+
+    PREFIX = "net."
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], image: bool = True) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std, image=image)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
 def find_normalizer_mean(module: nn.Module) -> list[float] | None:
     """The per-channel (or per-feature) mean of the first :class:`Normalize` in ``module``, if any."""
     for sub in module.modules():

@@ -56,5 +56,7 @@ def load_sklearn(entry: ModelEntry, device: torch.device) -> PredictProbaModule:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModelError(f"model {entry.id!r}: {str(entry.path)!r} is not a readable joblib/pickle file "
                          f"of an estimator: {first}") from None
+    if entry.classes is None:
+        raise ModelError(f"model {entry.id!r}: a scikit-learn model needs its class names (classes = [...])")
     _check_estimator(entry.id, estimator, len(entry.classes))
     return PredictProbaModule(estimator, hashlib.sha256(data).hexdigest()).to(device)

@@ -23,6 +23,7 @@ def shared_result(res: loupe.Result) -> None:
     above them: bench/results/design_measurements.md)."""
     prov = res.provenance
     data = loupe.dataset(prov["dataset_id"])
+    model_classes = next((m["classes"] for m in ui.listings()[0] if m["id"] == prov["model_id"]), data.classes)
     st.caption(f"Stored result: {prov.get('explainer', prov['explainer_id'])} on {prov['model_id']} / "
                f"{prov['dataset_id']}, target {prov.get('target', 'predicted')}, "
                f"{len(res.sample_ids)} sample(s), computed on {prov.get('device', '?')}. Parameters: "
@@ -32,7 +33,7 @@ def shared_result(res: loupe.Result) -> None:
     for row in range(0, len(shown), 3):  # up to three samples side by side
         for column, (i, sample_id) in zip(st.columns(3), shown[row:row + 3]):
             with column:
-                st.markdown(f"#### {caption(int(sample_id), data.classes, int(res.labels[i]), int(res.predictions[i]), float(res.confidences[i]))}")
+                st.markdown(f"#### {caption(int(sample_id), model_classes, int(res.labels[i]), int(res.predictions[i]), float(res.confidences[i]))}")
                 image = data.inputs([int(sample_id)])[0].numpy() if data.task == "image" else None
                 ui.result_panel(res, i, image, data.feature_names or [], 0.6, key=f"shared-{sample_id}", details=False)
     if len(res.sample_ids) > SHOWN:
@@ -127,7 +128,7 @@ if gallery.open:  # closed (e.g. when a link opens a result) it costs nothing: n
         columns = st.columns(6)
         for k, (row, picture) in enumerate(zip(rows, pictures)):
             with columns[k % 6]:
-                text = caption(row["sample_id"], dataset.classes, row["label"], row["prediction"], row["confidence"])
+                text = caption(row["sample_id"], classes, row["label"], row["prediction"], row["confidence"])
                 if picture is not None:
                     st.image(picture, caption=text, width="stretch")
                 else:
@@ -213,7 +214,7 @@ interactive = switches[1].toggle("Interactive maps (hover for values)", key="ex-
                                  help="Plotly figures; off, the maps are images, which open faster")
 for i, sample_id in enumerate(chosen_ids[:SHOWN]):
     any_res = next(iter(ready.values()))
-    st.markdown(f"#### {caption(sample_id, dataset.classes, int(any_res.labels[i]), int(any_res.predictions[i]), float(any_res.confidences[i]))}")
+    st.markdown(f"#### {caption(sample_id, classes, int(any_res.labels[i]), int(any_res.predictions[i]), float(any_res.confidences[i]))}")
     image = dataset.inputs([sample_id])[0].numpy() if image_data else None
     for column, (explainer_id, res) in zip(st.columns(len(ready)), ready.items()):
         with column:

@@ -13,9 +13,9 @@ def colourings(arrays: Mapping[str, np.ndarray], classes: Sequence[str]) -> dict
     every stored ``metric_<name>``."""
     labels, predictions = np.asarray(arrays["labels"]), np.asarray(arrays["predictions"])
     options = {
-        "label": (np.array([classes[i] for i in labels]), True),
+        "label": (np.array([classes[i] if i >= 0 else "not a model class" for i in labels]), True),
         "prediction": (np.array([classes[i] for i in predictions]), True),
-        "correct": (np.where(labels == predictions, "correct", "wrong"), True),
+        "correct": (np.where(labels < 0, "unknown", np.where(labels == predictions, "correct", "wrong")), True),
         "confidence": (np.asarray(arrays["confidences"], dtype=np.float64), False),
     }
     options.update({name[len("metric_"):]: (np.asarray(a, dtype=np.float64), False)

@@ -86,6 +86,9 @@ def explain_link(base: str, model: str, dataset: str, samples: Sequence[int], ex
 
 
 def caption(sample_id: int, classes: Sequence[str], label: int, prediction: int, confidence: float) -> str:
-    """A gallery thumbnail's caption: id, label, prediction and confidence (✗ marks a mistake)."""
+    """A gallery thumbnail's caption: id, label, prediction and confidence (✗ marks a mistake);
+    ``classes`` are the model's, and a label of -1 (a class the model does not have) shows as "?"."""
+    if label < 0:
+        return f"#{sample_id} · ? → {classes[prediction]} ({confidence:.2f})"
     mark = "" if label == prediction else " ✗"
     return f"#{sample_id} · {classes[label]} → {classes[prediction]} ({confidence:.2f}){mark}"

@@ -1,10 +1,12 @@
 """Cached analyses (rules, pathways, embeddings) on the cluster: one artifact per request.
 
 The data flow of DESIGN.md for results that are not per-sample maps: the submitting process
-validates the request and gathers the analysis's inputs (``Analysis.prepare``, no model passes),
-looks the artifact key up in the store, and only on a miss runs ``Analysis.compute`` as one task
-on a Dask worker (the model loaded there, cached on the worker's device). The submitter stores
-what comes back, so an identical request never computes twice and a worker never opens the database.
+validates the request and gathers the analysis's inputs (``Analysis.prepare``, no model passes;
+samples by reference, ``data.base.Samples``), looks the artifact key up in the store, and only on a
+miss runs ``Analysis.compute`` as one task on a Dask worker (the model loaded there, cached on the
+worker's device; samples read there or shipped beside the graph, ``worker.samples``). The submitter
+stores what comes back, so an identical request never computes twice and a worker never opens the
+database.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from data.base import Dataset
+from data.base import Dataset, Samples
+from data.lazy import Rows
 from explainers.base import Analysis, ExplainError
 from explainers.registry import get_analysis
 from explainers.runner import library_versions
@@ -25,26 +28,41 @@ from store.links import run_link
 from store.runs import Store
 from worker import dispatch
 from worker.jobs import ModelRef, load_model_on_worker, use_all_cores
+from worker.samples import inbound, outbound
 
 
 @dataclass(frozen=True)
 class AnalysisJob:
     """One analysis on one worker. ``analysis`` travels pickled by reference to its class, so any
-    analysis defined in an importable module runs, registered or not."""
+    analysis defined in an importable module runs, registered or not. The inputs travel apart
+    (:func:`run_analysis_job`), so that their samples and arrays stay out of the task graph."""
 
     model: ModelRef
     analysis: Analysis
     params: dict[str, Any]
-    inputs: dict[str, Any]
 
 
-def run_analysis_job(job: AnalysisJob, file_bytes: bytes | None = None
+def run_analysis_job(job: AnalysisJob, inputs: dict[str, Any], file_bytes: bytes | None = None
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
-    """Run on a worker: ``(info, arrays, device)``."""
+    """Run on a worker: ``(info, arrays, device)``; samples in ``inputs`` are read here."""
     use_all_cores()
     model = load_model_on_worker(job.model, file_bytes)
-    info, arrays = job.analysis.compute(model, job.analysis.Params.from_dict(job.params), job.inputs)
+    info, arrays = job.analysis.compute(model, job.analysis.Params.from_dict(job.params), inbound(inputs))
     return info, arrays, str(model.device)
+
+
+def digestible(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the artifact key covers: in-memory samples as their array (the key they had before
+    samples travelled by reference), file-backed ones by dataset, ids and content hash (no decoding)."""
+    out = {}
+    for name, value in inputs.items():
+        if isinstance(value, Samples) and isinstance(value.dataset.eval.x, Rows):
+            value = {"dataset": value.dataset.id, "sample_ids": list(value.ids),
+                     "content_hash": value.dataset.content_hash(value.ids)}
+        elif isinstance(value, Samples):
+            value = np.asarray(value)
+        out[name] = value
+    return out
 
 
 def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
@@ -60,7 +78,7 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
     store = store or Store()
     meta: dict[str, Any] = {"kind": chosen.spec.output, "model_id": model.id, "weights_hash": model.weights_hash,
             "dataset_id": dataset.id, "analysis_id": chosen.spec.id, "analysis_version": chosen.spec.version,
-            "params": checked.to_dict(), "inputs_hash": array_digest(prepared.inputs),
+            "params": checked.to_dict(), "inputs_hash": array_digest(digestible(prepared.inputs)),
             "sample_ids": prepared.sample_ids}
     key = artifact_key(**{k: v for k, v in meta.items() if k != "sample_ids"})
     link = run_link(key, kind=meta["kind"])
@@ -70,9 +88,9 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
         pass
     store.check_writable()  # before any work whose result could not be saved
     started = time.perf_counter()
-    job = AnalysisJob(dispatch.model_ref(model), chosen, checked.to_dict(), prepared.inputs)
+    job = AnalysisJob(dispatch.model_ref(model), chosen, checked.to_dict())
     info, arrays, device = dispatch.run(model, run_analysis_job, job, where=f"{chosen.spec.id} on {model.id}",
-                                        retry="run it again")
+                                        retry="run it again", inputs=lambda client: outbound(prepared.inputs, client))
     store.put_artifact({**meta, "seconds": time.perf_counter() - started, "device": device,
                         "versions": library_versions()}, info, arrays)
     return replace(store.get_artifact(key), link=link, cached=False)

@@ -17,15 +17,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data.base import Dataset
+from data.classes import ClassMap
 from explainers.base import ExplainError, Passes, Result
 from explainers.registry import get_explainer
-from explainers.runner import Progress, check_compatible, library_versions, parse_target, run_fields
+from explainers.runner import Progress, check_compatible, keyed_hash, library_versions, parse_target, run_fields
 from model_registry.base import ModelHandle
 from store.keys import RunNotFound, item_key, run_key
 from store.links import run_link
 from store.runs import ItemRecord, Store, StoredRun
 from worker import dispatch
 from worker.jobs import Job, PassTime, predict_job, run_job, run_sanity_job, time_passes
+from worker.samples import job_samples, outbound
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
@@ -33,7 +35,8 @@ CHUNK_SIZE = 16
 
 @dataclass(frozen=True)
 class Request:
-    """One explainer over samples of a dataset, fully resolved (params validated, defaults filled)."""
+    """One explainer over samples of a dataset, fully resolved (params validated, defaults filled;
+    ``class_map``: how the dataset's labels map to the model's classes)."""
 
     model: ModelHandle
     dataset: Dataset
@@ -41,6 +44,7 @@ class Request:
     explainer_id: str
     params: dict
     target: str | int
+    class_map: ClassMap
 
     def item_meta(self) -> dict[str, Any]:
         spec = get_explainer(self.explainer_id).spec
@@ -49,8 +53,13 @@ class Request:
 
     def item_keys(self) -> list[str]:
         meta = self.item_meta()
-        return [item_key(**meta, sample_id=i, sample_hash=self.dataset.content_hash([i]), target=self.target)
+        return [item_key(**meta, sample_id=i, sample_hash=keyed_hash(self.dataset, [i], self.class_map),
+                         target=self.target)
                 for i in self.sample_ids]
+
+    def labels(self, ids: Sequence[int]) -> np.ndarray:
+        """Labels of ``ids`` as the model's class indices (-1 where a class has no match)."""
+        return self.class_map.labels(self.dataset.labels(ids))
 
 
 def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], explainer_id: str,
@@ -65,7 +74,11 @@ def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]
     if not ids:
         raise ExplainError("no samples selected")
     target = parse_target(target, len(model.classes))
-    return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target)
+    class_map = dataset.class_map_for(model.classes)
+    if target == "label":
+        class_map.require(model.id, dataset.id)
+    return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target,
+                   class_map)
 
 
 # -- conversions between results and stored items ------------------------------------------------
@@ -128,8 +141,7 @@ def _job(req: Request, ids: Sequence[int], batch_size: int) -> Job:
     ds = req.dataset
     return Job(
         model=dispatch.model_ref(req.model),
-        dataset_id=ds.id, task=ds.task, classes=tuple(ds.classes), sample_ids=tuple(ids),
-        x=ds.inputs(ids).numpy(), y=ds.labels(ids), masks=ds.masks(ids), background=ds.background(32).numpy(),
+        dataset_id=ds.id, task=ds.task, classes=tuple(req.model.classes), sample_ids=tuple(ids), y=req.labels(ids),
         explainer_id=req.explainer_id, params=req.params, target=req.target, batch_size=batch_size,
     )
 
@@ -156,7 +168,8 @@ def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: 
                         to_items(res, [keys[i] for i in job.sample_ids]))
         on_chunk(len(job.sample_ids))
 
-    dispatch.run_each(req.model, run_job, jobs, where=_where, retry=_RESUME, on_result=store_chunk, cancel=cancel)
+    dispatch.run_each(req.model, run_job, jobs, where=_where, retry=_RESUME, on_result=store_chunk, cancel=cancel,
+                      inputs=lambda job, client: job_samples(req.dataset, job.sample_ids, client))
     return passes
 
 
@@ -226,15 +239,16 @@ def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
     """Adebayo et al.'s model-randomisation check for ``req`` on the cluster (not cached): one
     Spearman correlation per sample between |map| of the trained and of a re-initialised model."""
     job = _job(req, req.sample_ids, len(req.sample_ids))
-    return dispatch.run(req.model, run_sanity_job, job, seed, where=_where(job), retry=_RESUME)
+    return dispatch.run(req.model, run_sanity_job, job, seed, where=_where(job), retry=_RESUME,
+                        inputs=lambda client: job_samples(req.dataset, job.sample_ids, client))
 
 
 def predict(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]) -> np.ndarray:
     """Class probabilities of ``sample_ids`` (N×classes), computed on the worker."""
     check_compatible(model, dataset)
-    ids = [int(i) for i in dataset.check_ids(sample_ids)]
-    return dispatch.run(model, predict_job, dispatch.model_ref(model), dataset.inputs(ids).numpy(),
-                        where=f"predict_job for {model.id}", retry="try again")
+    samples = dataset.samples(sample_ids)
+    return dispatch.run(model, predict_job, dispatch.model_ref(model), where=f"predict_job for {model.id}",
+                        retry="try again", inputs=lambda client: outbound({"x": samples}, client))
 
 
 _PASS_TIMES: dict[tuple[str, str], PassTime] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from model_registry.base import ModelHandle
@@ -75,14 +76,18 @@ def _cluster(model: ModelHandle) -> tuple[Any, dict[str, Any]]:
     return client, {"resources": {"GPU": 1} if uses_gpu_resources(client) else None, "file_bytes": shipped}
 
 
-def run(model: ModelHandle, fn: Callable[..., R], *args: Any, where: str, retry: str) -> R:
+def run(model: ModelHandle, fn: Callable[..., R], *args: Any, where: str, retry: str,
+        inputs: Callable[[Any], dict[str, Any]] | None = None) -> R:
     """``fn(*args)`` as one job for ``model``, in this process or on the cluster (see the module
-    docstring); a failure becomes :func:`failure` ``(err, where, retry)``."""
+    docstring); a failure becomes :func:`failure` ``(err, where, retry)``. ``inputs(client)``, when
+    given, builds the job's samples as its last argument: ``client`` is None in this process, else
+    the Dask client, so samples can travel by reference or beside the task graph (``worker.samples``)."""
     if in_process(model):
         remember(model)
-        return fn(*args)
+        return fn(*args, *_inputs(inputs, None))
     client, options = _cluster(model)
-    future = client.submit(fn, *args, file_bytes=options["file_bytes"], pure=False, resources=options["resources"])
+    future = client.submit(fn, *args, *_inputs(inputs, client), file_bytes=options["file_bytes"], pure=False,
+                           resources=options["resources"])
     try:
         return future.result()
     except Exception as err:  # re-raised with context
@@ -92,22 +97,29 @@ def run(model: ModelHandle, fn: Callable[..., R], *args: Any, where: str, retry:
             client.cancel([future])
 
 
+def _inputs(inputs: Callable[[Any], dict[str, Any]] | None, client: Any) -> tuple[dict[str, Any], ...]:
+    return () if inputs is None else (inputs(client),)
+
+
 def run_each(model: ModelHandle, fn: Callable[..., R], jobs: Sequence[J], *, where: Callable[[J], str], retry: str,
-             on_result: Callable[[J, R], None], cancel: threading.Event | None = None) -> None:
+             on_result: Callable[[J, R], None], cancel: threading.Event | None = None,
+             inputs: Callable[[J, Any], dict[str, Any]] | None = None) -> None:
     """``fn(job)`` for every job, all submitted at once; ``on_result(job, result)`` is called in
     this thread as each one finishes. Setting ``cancel`` raises :class:`BatchCancelled` before the
     next result is taken (the jobs not yet done are cancelled); a failure raises
-    :func:`failure` ``(err, where(job), retry)``."""
+    :func:`failure` ``(err, where(job), retry)``. ``inputs(job, client)``, when given, builds each
+    job's samples as its second argument (as in :func:`run`)."""
     if in_process(model):
         remember(model)
         for job in jobs:
             _check(cancel)
-            on_result(job, fn(job))
+            on_result(job, fn(job, *_inputs(None if inputs is None else partial(inputs, job), None)))
         return
     from distributed import as_completed
 
     client, options = _cluster(model)
-    futures = {client.submit(fn, job, file_bytes=options["file_bytes"], pure=False, resources=options["resources"]): job
+    futures = {client.submit(fn, job, *_inputs(None if inputs is None else partial(inputs, job), client),
+                             file_bytes=options["file_bytes"], pure=False, resources=options["resources"]): job
                for job in jobs}
     try:
         for future in as_completed(futures, loop=client.loop):
