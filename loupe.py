@@ -79,6 +79,36 @@ def explainers() -> list[dict]:
     ]
 
 
+def metric_info(name: str):
+    """What the metric ``name`` means: label, direction (``arrow`` ↑/↓, ``higher_is_better``), a
+    one-line ``help``, and ``format(value)`` (``explainers.metric_info.MetricInfo``)."""
+    from explainers.metric_info import metric_info as info
+
+    return info(name)
+
+
+def metric_order(names: Sequence[str]) -> list[str]:
+    """Metric names in display order (the faithfulness metrics first, as ``metric_info`` lists them)."""
+    from explainers.metric_info import in_display_order
+
+    return in_display_order(list(names))
+
+
+AGREEMENT_MEASURES = ("spearman", "topk_iou")
+"""Ways to measure how much two explainers agree on a sample (see :func:`agreement`)."""
+
+
+def agreement(a: np.ndarray, b: np.ndarray, measure: str = "spearman") -> np.ndarray:
+    """Per-sample agreement of two batches of maps (same shape): ``spearman`` (rank correlation over
+    all units) or ``topk_iou`` (IoU of the top 10% units by |value|); see explainers/evaluation.py."""
+    from explainers.evaluation import spearman, topk_iou
+
+    measures = {"spearman": spearman, "topk_iou": topk_iou}
+    if measure not in measures:
+        raise ValueError(f"measure must be one of {list(measures)}, got {measure!r}")
+    return measures[measure](a, b)
+
+
 # -- handles -------------------------------------------------------------------------------------
 def _model(model_id: str) -> ModelHandle:
     from model_registry.registry import get_model

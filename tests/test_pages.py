@@ -125,11 +125,17 @@ def test_compare_tables_and_links():
     assert not _errors(at)
     at.button(key="cmp-run").click().run()
     assert not _errors(at)
-    metrics, matrix, ranked = (d.value for d in at.dataframe)
+    metrics, ranked = (d.value for d in at.dataframe)
     assert set(metrics["explainer"]) == {"saliency", "input_x_gradient"} and "±" in metrics["deletion_auc"].iloc[0]
-    assert matrix.loc["saliency", "saliency"] == 1.0 and -1 <= matrix.loc["saliency", "input_x_gradient"] <= 1
     assert len(ranked) == 6 and ranked["mean Spearman"].is_monotonic_increasing
     assert ranked["open"].str.contains("/explain?model=digits_cnn", regex=False).all()
+    classes = loupe.dataset("digits").classes
+    assert set(ranked["label"]) <= set(classes) and ranked["label"].map(type).eq(str).all()  # names, not numbers
+    # the map grid: input + one map per explainer for each sample, most disputed first, each map a link to Explain
+    assert len(at.get("image")) == 6 * 3
+    grid = [re.search(r"samples=(\d+)&explainers=(\w+)", m.value) for m in at.markdown if "open in Explain" in m.value]
+    assert [(int(g[1]), g[2]) for g in grid] == [(s, e) for s in ranked["sample"] for e in ("saliency", "input_x_gradient")]
+    assert len(at.get("plotly_chart")) == 2  # the metric chart and the agreement matrix
 
 
 def test_compare_unknown_model_is_reported():

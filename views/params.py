@@ -56,6 +56,20 @@ def grouped(schema: list[Mapping[str, Any]]) -> dict[str, list[Widget]]:
     return {name: items for name, items in groups.items() if items}
 
 
+def with_choices(schema: list[Mapping[str, Any]], choices: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """``schema`` with the free-text fields named in ``choices`` turned into selects of those
+    options (a page knows, e.g., which explainers apply to the chosen model). A default that is not
+    among the options becomes the first option."""
+    out = []
+    for field in schema:
+        options = choices.get(field["name"])
+        if options:
+            default = field["default"] if field["default"] in options else options[0]
+            field = {**field, "choices": list(options), "default": default}
+        out.append(dict(field))
+    return out
+
+
 def to_query(explainer_id: str, values: Mapping[str, Any], schema: list[Mapping[str, Any]]) -> dict[str, str]:
     """``{"<explainer>.<param>": value}`` for the values that differ from their defaults."""
     defaults = {f["name"]: f["default"] for f in schema}
