@@ -352,6 +352,24 @@ def runs(model: str | None = None, dataset: str | None = None, explainer: str | 
     return [{**r, "link": run_link(r["key"])} for r in Store().list_runs(model, dataset, explainer, limit)]
 
 
+def recent(limit: int = 10) -> list[dict]:
+    """The newest stored results of every kind, newest first: explanations (kind "attribution"),
+    rules, pathways, embeddings and any other analysis. Each: kind, key, link (to the page of its
+    kind), what (explainer or analysis id), model, dataset, samples, created."""
+    from store.links import run_link
+    from store.runs import Store
+
+    store = Store()
+    rows = [{"kind": r["kind"], "key": r["key"], "what": r["explainer_id"], "model": r["model_id"],
+             "dataset": r["dataset_id"], "samples": r["n_samples"], "created": r["created"]}
+            for r in store.list_runs(limit=limit)]
+    rows += [{"kind": a["kind"], "key": a["key"], "what": a["analysis_id"], "model": a["model_id"],
+              "dataset": a["dataset_id"], "samples": a["n_samples"], "created": a["created"]}
+             for a in store.list_artifacts(limit=limit)]
+    rows.sort(key=lambda r: (r["created"], r["key"]), reverse=True)
+    return [{**r, "link": run_link(r["key"], kind=r["kind"])} for r in rows[:limit]]
+
+
 def link(key: str) -> str:
     """The permanent URL of a stored run or analysis result (``LOUPE_BASE_URL`` + the page of its
     kind + ``?run=<key>``)."""
@@ -366,13 +384,20 @@ def export(run: str | None = None, *, model: str | None = None, dataset: str | N
            explainer: str | None = None, k: int = 5, csv: str | None = None, parquet: str | None = None,
            maps: str | None = None):
     """Export one run (by key) or all stored runs matching the filters: a DataFrame with run key,
-    link, ids, label/target/prediction/confidence, params, every metric and the top-k attributed
-    units; also written to ``csv`` / ``parquet`` and the maps to ``maps`` (.npz) when given."""
+    link, ids, label/target/prediction with their class names, confidence, params, every metric and
+    the top-k attributed units; also written to ``csv`` / ``parquet`` and the maps to ``maps``
+    (.npz) when given."""
     from store.export import export as export_table
     from store.runs import Store
 
     return export_table(Store(), run, model=model, dataset=dataset, explainer=explainer, k=k, csv=csv,
-                        parquet=parquet, maps=maps)
+                        parquet=parquet, maps=maps, model_classes=_classes(models()),
+                        dataset_classes=_classes(datasets()))
+
+
+def _classes(listing: list[dict]) -> dict[str, list[str]]:
+    """Id -> class names of the registry entries whose listing knows them (no model is loaded)."""
+    return {row["id"]: list(row["classes"]) for row in listing if isinstance(row.get("classes"), (list, tuple))}
 
 
 def result_rows(res: Result) -> list[dict]:

@@ -14,6 +14,9 @@ def listings() -> tuple[list[dict], list[dict], list[dict]]:
     return loupe.models(), loupe.datasets(), loupe.explainers()
 
 
+KINDS = {"attribution": "explanation", "rules": "rules", "pathways": "pathways", "embedding": "embedding"}
+"""How each stored kind reads in the recent-results table."""
+
 st.title("Loupe")
 if "run" in st.query_params:
     try:
@@ -58,18 +61,20 @@ st.subheader("Explainers")
 st.dataframe(pd.DataFrame([{k: e[k] for k in ("id", "title", "output", "modalities", "needs_gradients", "paper")}
                            for e in explainers]), hide_index=True, width="stretch")
 
-st.subheader("Recent runs")
-recent = loupe.runs(limit=10)
+st.subheader("Recent results")
+recent = loupe.recent(limit=12)
 if recent:
     st.dataframe(
-        pd.DataFrame([{"open": r["link"], "explainer": r["explainer_id"], "model": r["model_id"],
-                       "dataset": r["dataset_id"], "samples": r["n_samples"], "created": r["created"]}
-                      for r in recent]),
-        column_config={"open": st.column_config.LinkColumn("open", display_text="open")},
+        pd.DataFrame([{"open": r["link"], "kind": KINDS.get(r["kind"], r["kind"]), "method": r["what"],
+                       "model": r["model"], "dataset": r["dataset"], "samples": r["samples"],
+                       "created": r["created"]} for r in recent]),
+        column_config={"open": st.column_config.LinkColumn("open", display_text="open", width="small"),
+                       "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm")},
         hide_index=True, width="stretch",
     )
 else:
-    st.caption("No runs yet: run `python -m loupe explain …` or use the API, and they appear here.")
+    st.caption("Nothing stored yet: explain, extract rules, compute pathways or an embedding (here or with "
+               "`python -m loupe …`), and the results appear here, each with its link.")
 
 st.subheader("Quick start")
 st.markdown(

@@ -189,6 +189,9 @@ def load_image_folder(entry: DatasetEntry) -> Dataset:
 def load_npz(entry: DatasetEntry) -> Dataset:
     """npz: ``x`` (N×C×H×W image or N×F tabular), integer ``y``, optional boolean ``masks`` (N×H×W)."""
     where = f"{str(entry.path)!r}"
+    if not zipfile.is_zipfile(entry.path):  # np.load would try other formats and end with pickle advice
+        raise DatasetError(f"dataset {entry.id!r}: cannot read {where} as a .npz: it is not a zip archive of .npy "
+                           "arrays (what numpy.savez writes; Loupe needs arrays x and y in it)")
     try:
         with np.load(entry.path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}

@@ -174,7 +174,7 @@ def test_user_walk_explain_share_batch(app_url, browser):
     page.goto(app_url)
     page.get_by_text("Quick start").first.wait_for(timeout=60_000)
     page.get_by_role("link", name="Explain").first.click()
-    page.get_by_text("Gallery from sample").wait_for(timeout=60_000)
+    page.get_by_text("From sample", exact=True).wait_for(timeout=60_000)
     _idle(page)
     page.get_by_text("#3 · circle → circle").wait_for(timeout=120_000)  # predictions came from the worker
     page.get_by_text("select #3", exact=True).click()

@@ -170,3 +170,28 @@ def test_embedding_colourings_figure_and_selection():
     assert same_request(meta, "m", "d", {"samples": "0:60", "seed": 0})
     assert not same_request(meta, "m", "d", {"samples": "0:60", "seed": 1})
     assert not same_request(meta, "other", "d", {"samples": "0:60", "seed": 0})
+
+
+def test_gallery_filter_pages_through_the_matching_samples():
+    from views.explain import GalleryFilter, gallery_page
+
+    labels = [i % 3 for i in range(40)]
+    predictions = [0 if i % 5 == 0 else labels[i] for i in range(40)]  # mistakes where i % 5 == 0 and label != 0
+    calls: list[tuple[int, ...]] = []
+
+    def predict(ids: tuple[int, ...]) -> list[dict]:
+        calls.append(ids)
+        return [{"sample_id": i, "label": labels[i], "prediction": predictions[i], "confidence": i / 40} for i in ids]
+
+    rows, scanned = gallery_page(predict, 0, 40, GalleryFilter(), size=12)
+    assert [r["sample_id"] for r in rows] == list(range(12)) and scanned == 12 and calls == [tuple(range(12))]
+    wrong = GalleryFilter(misclassified=True)
+    rows, scanned = gallery_page(predict, 0, 40, wrong, size=3, chunk=8)
+    assert [r["sample_id"] for r in rows] == [5, 10, 20] and scanned == 21  # 15 and 0 have label 0: correct
+    rows, scanned = gallery_page(predict, scanned, 40, wrong, size=3, chunk=8)
+    assert [r["sample_id"] for r in rows] == [25, 35] and scanned == 40  # the next page, to the end
+    by_class = GalleryFilter(labels=(2,), confidence=(0.5, 0.8))
+    rows, _ = gallery_page(predict, 0, 40, by_class, size=12)
+    assert [r["sample_id"] for r in rows] == [20, 23, 26, 29, 32] and not GalleryFilter().active
+    rows, scanned = gallery_page(predict, 0, 40, wrong, size=12, chunk=4, limit=8)
+    assert [r["sample_id"] for r in rows] == [5] and scanned == 8  # a bounded scan per page

@@ -58,6 +58,9 @@ def test_stored_run_opens_by_key_and_exports():
     frame = loupe.export(res.key)
     assert list(frame["sample_id"]) == [30, 31, 32] and set(frame["run_key"]) == {res.key}
     assert frame["link"].iloc[0] == res.link == loupe.link(res.key)
+    classes = loupe.model("shapes_cnn").classes  # every export carries class names beside the indices
+    assert frame["prediction_name"].tolist() == [classes[int(i)] for i in res.predictions]
+    assert frame["label_name"].tolist() == [loupe.dataset("shapes").classes[int(i)] for i in res.labels]
 
 
 def test_cancel_keeps_finished_chunks_and_a_rerun_resumes():

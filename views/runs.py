@@ -14,9 +14,9 @@ from store.links import PAGE_OF_KIND
 
 
 def sample_metrics(res: Result, i: int) -> dict[str, float | bool | None]:
-    """The scalar metrics of sample ``i`` (arrays in the metrics, if any, are left out)."""
+    """The scalar metrics of sample ``i`` in display order (arrays in the metrics, if any, are left out)."""
     metrics = res.metrics[i] if res.metrics else {}
-    return {k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)}
+    return {k: metrics[k] for k in loupe.metric_order(list(metrics)) if not isinstance(metrics[k], np.ndarray)}
 
 
 def metric_values(res: Result) -> pd.DataFrame:
