@@ -98,7 +98,8 @@ pictures = ui.thumbnails(dataset_id, tuple(order[:rows])) if image_data else [No
 for sample_id, picture in zip(order[:rows], pictures):
     i = position[sample_id]
     cells = st.columns([1] * (1 + len(shown_pairs)), vertical_alignment="top")
-    text = caption(sample_id, dataset.classes, int(first.labels[i]), int(first.predictions[i]), float(first.confidences[i]))
+    text = caption(sample_id, dataset.classes, int(first.labels[i]), int(first.predictions[i]),
+                   float(first.confidences[i]))
     if picture is not None:
         cells[0].image(picture, caption=text, width="stretch")
     else:
@@ -139,7 +140,8 @@ for m in chosen_models:
     left.plotly_chart(agreement_figure(agreement_matrix(mine, m, measure), measure), key=f"cmp-agree-{m}",
                       config={"displayModeBar": False})
     ranked = disagreement(mine, m, dataset.classes, measure)
-    ranked.insert(0, "open", [explain_link(base_url(), m, dataset_id, [s], [e for _, e in mine]) for s in ranked["sample"]])
+    ranked.insert(0, "open", [explain_link(base_url(), m, dataset_id, [s], [e for _, e in mine])
+                              for s in ranked["sample"]])
     right.dataframe(ranked, hide_index=True, width="stretch", key=f"cmp-rank-{m}", column_config={
         "open": st.column_config.LinkColumn("open", display_text="explain", width="small"),
         "sample": st.column_config.NumberColumn("sample", width="small"),

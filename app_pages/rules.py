@@ -6,8 +6,8 @@ import streamlit as st
 
 import loupe
 from explainers.surrogate_rules import RulesResult
-from views.rules import (METHOD_LABELS, changes_frame, conditions_frame, fidelity_curve_figure, importance_frame, rules_frame,
-                         rules_row_height, tree_figure)
+from views.rules import (METHOD_LABELS, changes_frame, conditions_frame, fidelity_curve_figure, importance_frame,
+                         rules_frame, rules_row_height, tree_figure)
 from views.st_layout import follow_run_link
 
 st.title("Rules")

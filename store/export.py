@@ -5,7 +5,8 @@ One row per sample of each exported run, with the columns
 ``run_key, link, model, dataset, sample_id, label, label_name, target, target_name, prediction,
 prediction_name, confidence, explainer, params`` (canonical JSON; a ``*_name`` is the class name of
 the index before it: the dataset's classes for the label, the model's for target and prediction,
-empty when the caller gives no names for that id), one column per metric (sorted by name; a metric whose name clashes with one of
+empty when the caller gives no names for that id), one column per metric (sorted by name; a metric
+whose name clashes with one of
 these columns is written as ``metric_<name>``), then for j = 1..k the top-k attributed units:
 
 * ``top<j>_index``: the flat (row-major) index into the sample's map: the feature index for a

@@ -261,7 +261,8 @@ def test_cli_explain_table_shows_metric_directions_and_its_csv_class_names(tmp_p
 
     frame = pd.read_csv(tmp_path / "r.csv")
     classes = loupe.dataset("digits").classes
-    assert list(frame.columns[5:11]) == ["label", "label_name", "target", "target_name", "prediction", "prediction_name"]
-    names = pd.read_csv(tmp_path / "r.csv", dtype={"label_name": str, "prediction_name": str})  # digits' names: "0".."9"
+    assert list(frame.columns[5:11]) == ["label", "label_name", "target", "target_name", "prediction",
+                                         "prediction_name"]
+    names = pd.read_csv(tmp_path / "r.csv", dtype={"label_name": str, "prediction_name": str})  # names "0".."9"
     assert names["label_name"].tolist() == [classes[i] for i in frame["label"]]
     assert names["prediction_name"].tolist() == [loupe.model("digits_cnn").classes[i] for i in frame["prediction"]]

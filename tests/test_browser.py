@@ -388,9 +388,9 @@ def test_embedding_colour_box_and_lasso_selections_open_exactly_those_samples(ap
     chart = _chart(page)
     assert {p["trace"] for p in chart.evaluate(POINTS)} <= set(emb.info["classes"])  # coloured by label
     page.get_by_text("correct", exact=True).first.click()
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.legendtext')).some(t => t.textContent === 'wrong'"
-                           " || t.textContent === 'correct') && !Array.from(document.querySelectorAll('.legendtext'))"
-                           ".some(t => t.textContent === '0')", timeout=60_000)
+    page.wait_for_function("() => { const names = Array.from(document.querySelectorAll('.legendtext'))"
+                           ".map(t => t.textContent); return names.length > 0 && names.every("
+                           "n => n === 'correct' || n === 'wrong'); }", timeout=60_000)
     _idle(page)
     chart = _chart(page)
     right = dict(zip(emb.meta["sample_ids"], emb.arrays["labels"] == emb.arrays["predictions"]))
@@ -478,7 +478,7 @@ def test_rules_table_shows_the_rule_text_without_horizontal_scrolling(app_url, b
     page.goto(f"{app_url}/rules?run={res.key}")
     _wait_text(page, "Global rules")
     _idle(page)
-    table = page.locator(".st-key-rules-table [data-testid='stDataFrame'], [data-testid='stDataFrame']").first
+    table = page.locator("[data-testid='stDataFrame']").filter(has=page.locator("th", has_text=re.compile("^rule$")))
     table.evaluate("(t) => t.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(500)
     grid = table.evaluate("""(t) => { const s = t.querySelector('.dvn-scroller');

@@ -32,15 +32,18 @@ def test_every_rules_metric_the_page_shows_has_a_direction_and_help():
 def test_formats_and_intervals():
     assert loupe.metric_info("deletion_auc").format(-5.7049) == "-5.705"
     assert loupe.metric_info("mask_energy").format(0.25) == "25%"
-    assert loupe.metric_info("pointing_hit").format(True) == "hit" and loupe.metric_info("pointing_hit").format(0.5) == "50%"
-    assert loupe.metric_info("sparsity_gini").format(None) == "–" and loupe.metric_info("insertion_auc").format(math.nan) == "–"
+    hit = loupe.metric_info("pointing_hit")
+    assert hit.format(True) == "hit" and hit.format(False) == "miss" and hit.format(0.5) == "50%"
+    assert loupe.metric_info("sparsity_gini").format(None) == "–"
+    assert loupe.metric_info("insertion_auc").format(math.nan) == "–"
     assert loupe.metric_info("insertion_auc").interval(0.8, 0.05) == "0.800 ± 0.050"
     assert loupe.metric_info("mask_energy").printf == "percent" and loupe.metric_info("fidelity").printf == "%.3f"
 
 
 def test_a_metric_without_an_entry_and_confidence():
     unknown = loupe.metric_info("my_score")
-    assert (unknown.label, unknown.arrow, unknown.title, unknown.format(1234.5)) == ("my_score", "", "my_score", "1.23e+03")
+    assert (unknown.label, unknown.arrow, unknown.title) == ("my_score", "", "my_score")
+    assert unknown.format(1234.5) == "1.23e+03"
     assert loupe.metric_info("confidence").arrow == ""  # a sample's confidence is not a metric: no entry
 
 

@@ -147,7 +147,8 @@ def test_compare_tables_and_links():
     # the map grid: input + one map per explainer for each sample, most disputed first, each map a link to Explain
     assert len(at.get("image")) == 6 * 3
     grid = [re.search(r"samples=(\d+)&explainers=(\w+)", m.value) for m in at.markdown if "open in Explain" in m.value]
-    assert [(int(g[1]), g[2]) for g in grid] == [(s, e) for s in ranked["sample"] for e in ("saliency", "input_x_gradient")]
+    expected = [(s, e) for s in ranked["sample"] for e in ("saliency", "input_x_gradient")]
+    assert [(int(g[1]), g[2]) for g in grid] == expected
     assert len(at.get("plotly_chart")) == 2  # the metric chart and the agreement matrix
 
 

@@ -157,7 +157,8 @@ def disagreement(results: Results, model: str, classes: Sequence[str], measure: 
         "label": [classes[int(i)] for i in first.labels],
         "prediction": [classes[int(i)] for i in first.predictions],
         label: np.nanmean(values, axis=0),
-        "least agreeing pair": [list(pairs)[j] for j in np.nanargmin(np.where(np.isnan(values), np.inf, values), axis=0)],
+        "least agreeing pair": [list(pairs)[j]
+                                for j in np.nanargmin(np.where(np.isnan(values), np.inf, values), axis=0)],
     })
     return frame.sort_values(label, kind="stable").reset_index(drop=True)
 

@@ -134,7 +134,8 @@ def activation_figure(res: PathwaysResult, layer: str, channel: int, strength: f
                   annotation_text=f"benign {res.original}")
     fig.add_hline(y=float(curve["target"].iloc[0]), line={"color": COLUMN_COLOURS["target"], "dash": "dash"},
                   annotation_text=f"benign {res.target}")
-    fig.update_layout(height=240, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title=f"strength ({res.info['unit']})",
+    fig.update_layout(height=240, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis_title=f"strength ({res.info['unit']})",
                       yaxis_title="median activation")
     return fig
 
