@@ -136,17 +136,15 @@ for m in chosen_models:
     if len(mine) < 2:
         continue
     st.subheader(f"{m}: agreement between explainers ({label})")
-    left, right = st.columns([2, 3])
-    left.plotly_chart(agreement_figure(agreement_matrix(mine, m, measure), measure), key=f"cmp-agree-{m}",
-                      config={"displayModeBar": False})
+    matrix = agreement_matrix(mine, m, measure)
+    st.plotly_chart(agreement_figure(matrix, measure), key=f"cmp-agree-{m}", width=min(220 + 110 * len(matrix), 900),
+                    config={"displayModeBar": False})
     ranked = disagreement(mine, m, dataset.classes, measure)
     ranked.insert(0, "open", [explain_link(base_url(), m, dataset_id, [s], [e for _, e in mine])
                               for s in ranked["sample"]])
-    right.dataframe(ranked, hide_index=True, width="stretch", key=f"cmp-rank-{m}", column_config={
+    st.dataframe(ranked, hide_index=True, width="stretch", key=f"cmp-rank-{m}", column_config={
         "open": st.column_config.LinkColumn("open", display_text="explain", width="small"),
         "sample": st.column_config.NumberColumn("sample", width="small"),
         f"mean {label}": st.column_config.NumberColumn(f"mean {label}", format="%.2f",
                                                         help=loupe.metric_info(measure).tooltip),
-        "label": st.column_config.TextColumn("label", width="small"),
-        "prediction": st.column_config.TextColumn("prediction", width="small"),
         "least agreeing pair": st.column_config.TextColumn("least agreeing pair", width="large")})

@@ -15,7 +15,7 @@ def listings() -> tuple[list[dict], list[dict], list[dict]]:
 
 
 KINDS = {"attribution": "explanation", "rules": "rules", "pathways": "pathways", "embedding": "embedding"}
-"""How each stored kind reads in the recent-results table."""
+# (how each stored kind reads in the recent-results table; a bare string here would be drawn by Streamlit)
 
 st.title("Loupe")
 if "run" in st.query_params:
@@ -80,8 +80,8 @@ st.subheader("Quick start")
 st.markdown(
     "1. **Explain**: pick `shapes_cnn`, tick a few images in the gallery, choose `samp` and `osa_das`, check "
     "the cost preview and press *Explain*. Each result has a link to copy and CSV/PNG downloads.\n"
-    "2. **Compare**: several explainers (and models) over a slice: metrics with confidence intervals, how much "
-    "they agree, and the samples they disagree on.\n"
+    "2. **Compare**: several explainers (and models) over a slice: their maps side by side, the samples they "
+    "disagree on most first, metrics with 95% confidence intervals, and how much they agree.\n"
     "3. **Batch**: run a slice in the background, cancel or resume it, export CSV or Parquet.\n"
     "4. **Registry**: add your own model or dataset (by path or upload); it is validated before it is saved.\n"
     "5. **Embeddings**: UMAP of a model's penultimate activations or of attribution maps."

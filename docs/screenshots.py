@@ -104,7 +104,7 @@ def click_first_channel(page) -> None:
     height = page.viewport_size["height"]
     for point in chart.locator("path.point").all():
         box = point.bounding_box()
-        if box and 80 < box["y"] < height - 80 and point.evaluate("(p) => getComputedStyle(p).fill") != "none":
+        if box and 80 < box["y"] < height - 80 and point.evaluate("(p) => getComputedStyle(p).fill").startswith("rgb("):
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             break
     page.get_by_text(" · column ").first.wait_for(timeout=60_000)
@@ -136,6 +136,11 @@ def show_details(page) -> None:
     page.get_by_text("Show deletion/insertion curves", exact=False).first.click()
 
 
+def watch_batch(page) -> None:
+    page.get_by_role("button", name="Watch this batch").click()
+    page.get_by_text("sample explanations").first.wait_for(timeout=60_000)
+
+
 def shots(keys: dict[str, str]) -> list[Shot]:
     """Every page, in the state a researcher would look at."""
     compared = ",".join(COMPARED)
@@ -149,7 +154,7 @@ def shots(keys: dict[str, str]) -> list[Shot]:
         Shot("pathways", f"/pathways?run={keys['pathways']}", click_first_channel),
         Shot("rules", f"/rules?run={keys['rules']}"),
         Shot("embeddings", f"/embeddings?run={keys['embedding']}", box_select),
-        Shot("batch", "/batch"),
+        Shot("batch", "/batch", watch_batch),
         Shot("registry", "/registry"),
     ]
 
@@ -159,6 +164,9 @@ def save(page, path: Path, width: int) -> None:
     is made as tall as that block first), reduced to 256 colours."""
     from PIL import Image
 
+    page.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]'); if (m) m.scrollTo(0, 0);"
+                  " window.scrollTo(0, 0); }")
+    page.wait_for_timeout(300)
     height = page.evaluate("(() => { const b = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
                            " return b ? b.getBoundingClientRect().top + b.scrollHeight : 1000; })()")
     page.set_viewport_size({"width": width, "height": max(900, min(int(height) + 60, 7000))})

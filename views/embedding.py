@@ -11,6 +11,11 @@ import plotly.graph_objects as go
 import loupe
 
 
+CATEGORY_COLOURS = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6",
+                    "#9d755d", "#bab0ac")
+"""Ten categorical colours that stay distinct (Tableau 10): the default palette repeats hues by 10 classes."""
+
+
 @dataclass(frozen=True)
 class Colouring:
     """Values per point; ``categorical`` ones get a legend, numeric ones a colour bar titled
@@ -47,11 +52,12 @@ def embedding_figure(points: np.ndarray, sample_ids: Sequence[int], colour: Colo
     fig = go.Figure()
     hover = "sample %{customdata}<extra>%{text}</extra>"
     if colour.categorical:
-        for category in sorted(set(colour.values.tolist())):
+        for k, category in enumerate(sorted(set(colour.values.tolist()))):
             at = colour.values == category
             fig.add_trace(go.Scatter(x=points[at, 0], y=points[at, 1], mode="markers", name=str(category),
                                      customdata=ids[at], text=[str(category)] * int(at.sum()),
-                                     marker={"size": 8}, hovertemplate=hover))
+                                     marker={"size": 8, "color": CATEGORY_COLOURS[k % len(CATEGORY_COLOURS)]},
+                                     hovertemplate=hover))
     else:
         fig.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=colour.title,
                                  customdata=ids, text=[f"{colour.title} {v:.3g}" for v in colour.values],
