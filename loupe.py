@@ -216,7 +216,8 @@ def explain_batch(
 
 def stored(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
            params: dict[str, Any] | None = None, target: str | int = "predicted") -> Result | None:
-    """The stored result of this ``explain`` request, or None when it was never run; never computes."""
+    """The stored result of this ``explain`` request, or None when a sample of it was never explained;
+    never computes. Samples stored by other runs count: the run is recorded over them."""
     from worker.batch import find_stored
 
     return find_stored(_request(model, dataset, samples, explainer, params, target))

@@ -162,6 +162,9 @@ def test_share_link_shows_the_stored_result_quickly(app_url, page):
     page.locator(MAPS).first.wait_for(timeout=30_000)
     seconds = time.monotonic() - started
     page.locator(MAPS).nth(3).wait_for(timeout=30_000)  # all four samples' maps, for the screenshot
+    name = page.get_by_text("deletion AUC ↓", exact=True).first  # each metric with its direction, and on hover
+    assert name.get_attribute("title").startswith("Lower is better. Target logit")  # its meaning
+    assert page.get_by_text("confidence", exact=True).count() == 0  # a sample's property, not among the metrics
     _shot(page, "run_link")
     print(f"share link rendered its result in {seconds:.2f} s")
     page.get_by_role("button", name="Change the model, samples or parameters").click()
