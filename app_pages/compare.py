@@ -12,6 +12,7 @@ from views.compare import (agreement_figure, agreement_matrix, disagreement, dis
                            metric_table)
 from views.explain import caption, explain_link
 from views.figures import overlay_card_png, top_features
+from views.runs import metric_line
 
 st.title("Compare")
 query = st.query_params.to_dict()
@@ -113,11 +114,9 @@ for sample_id, picture in zip(order[:rows], pictures):
                          width="stretch")
             else:
                 st.markdown("top: " + ", ".join(top_features(res.attributions[i], dataset.feature_names or [], 5)))
-            metrics = res.metrics[i] if res.metrics else {}
-            summary = "  \n".join(f"{loupe.metric_info(n).title} {loupe.metric_info(n).format(metrics[n])}"
-                                   for n in ("deletion_auc", "insertion_auc") if n in metrics)
             st.markdown(f"[open in Explain]({explain_link(base_url(), m, dataset_id, [sample_id], [e])})")
-            st.caption(summary)
+            st.markdown(metric_line(res.metrics[i] if res.metrics else {}, ["deletion_auc", "insertion_auc"]),
+                        unsafe_allow_html=True)
 
 st.subheader("Metrics: mean and 95% confidence interval over the samples")
 st.caption("Each dot is a (model, explainer); the whisker is the 95% interval of its mean (Student's t). ↑ higher "

@@ -41,23 +41,35 @@ class Shot:
     act: Callable[..., None] | None = None
 
 
-def precompute() -> dict[str, str]:
-    """Store what the pages show; returns the keys the URLs need."""
-    import loupe
+def _batch() -> str:
     from worker import background
 
-    keys = {}
-    keys["explain"] = loupe.explain("shapes_cnn", "shapes", [3, 9, 12], "saliency").key
-    loupe.explain("shapes_cnn", "shapes", [3, 9, 12], "integrated_gradients")
-    for model in ("shapes_cnn", "shapes_resnet"):
-        for explainer in COMPARED:
-            loupe.explain(model, "shapes", "0:8", explainer)
-    keys["pathways"] = loupe.pathways("shapes_cnn", "shapes", "circle", "square", **PATHWAYS).key
-    keys["rules"] = loupe.rules(model="breast_cancer_mlp", dataset="breast_cancer").key
-    keys["embedding"] = loupe.analysis("umap_embedding", "digits_cnn", "digits", {"samples": "0:200"}).key
     spec = background.BatchSpec("digits_cnn", "digits", "0:32", {"saliency": {}, "gradcam": {}})
-    background.wait(background.start(spec).id, timeout=600)
-    return keys
+    return background.wait(background.start(spec).id, timeout=600).id
+
+
+def precompute() -> tuple[dict[str, str], list[str]]:
+    """Store what the pages show; returns the keys the URLs need and the steps that failed (each
+    step on its own, so one that a later change breaks costs only its own pages)."""
+    import loupe
+
+    steps = {
+        "explain": lambda: loupe.explain_batch("shapes_cnn", "shapes", [3, 9, 12],
+                                               ["saliency", "integrated_gradients"])[0].key,
+        "compare": lambda: [loupe.explain_batch(m, "shapes", "0:8", list(COMPARED))[0].key
+                            for m in ("shapes_cnn", "shapes_resnet")][0],
+        "pathways": lambda: loupe.pathways("shapes_cnn", "shapes", "circle", "square", **PATHWAYS).key,
+        "rules": lambda: loupe.rules(model="breast_cancer_mlp", dataset="breast_cancer").key,
+        "embedding": lambda: loupe.analysis("umap_embedding", "digits_cnn", "digits", {"samples": "0:200"}).key,
+        "batch": _batch,
+    }
+    keys, problems = {}, []
+    for name, step in steps.items():
+        try:
+            keys[name] = step()
+        except Exception as err:  # noqa: BLE001 - reported, and the other pages are still shot
+            problems.append(f"precompute {name}: {type(err).__name__}: {err}")
+    return keys, problems
 
 
 def _free_port() -> int:
@@ -142,21 +154,23 @@ def watch_batch(page) -> None:
 
 
 def shots(keys: dict[str, str]) -> list[Shot]:
-    """Every page, in the state a researcher would look at."""
+    """Every page, in the state a researcher would look at (pages whose stored result is missing
+    are left out; the precompute step says why)."""
     compared = ",".join(COMPARED)
-    return [
+    plan = [
         Shot("home", "/"),
         Shot("explain", "/explain?model=shapes_cnn&dataset=shapes&samples=3,9,12"
                         "&explainers=saliency,integrated_gradients", show_details),
         Shot("explain_gallery", "/explain?model=shapes_cnn&dataset=shapes", mistakes_only),
-        Shot("share_link", f"/explain?run={keys['explain']}"),
+        Shot("share_link", f"/explain?run={keys.get('explain')}"),
         Shot("compare", f"/compare?dataset=shapes&models=shapes_cnn,shapes_resnet&explainers={compared}&samples=0:8"),
-        Shot("pathways", f"/pathways?run={keys['pathways']}", click_first_channel),
-        Shot("rules", f"/rules?run={keys['rules']}"),
-        Shot("embeddings", f"/embeddings?run={keys['embedding']}", box_select),
-        Shot("batch", "/batch", watch_batch),
+        Shot("pathways", f"/pathways?run={keys.get('pathways')}", click_first_channel),
+        Shot("rules", f"/rules?run={keys.get('rules')}"),
+        Shot("embeddings", f"/embeddings?run={keys.get('embedding')}", box_select),
+        Shot("batch", "/batch", watch_batch if "batch" in keys else None),
         Shot("registry", "/registry"),
     ]
+    return [shot for shot in plan if "=None" not in shot.url]
 
 
 def save(page, path: Path, width: int) -> None:
@@ -214,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("LOUPE_SCHEDULER", None)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    keys = precompute()
+    keys, problems = precompute()
     print(f"stored what the pages show in {home} ({time.monotonic() - started:.0f} s)", flush=True)
     port = _free_port()
     app = start_app(port)
     try:
-        problems = take(f"http://127.0.0.1:{port}", shots(keys), args.out, args.width)
+        problems += take(f"http://127.0.0.1:{port}", shots(keys), args.out, args.width)
     finally:
         app.terminate()
         try:

@@ -47,7 +47,7 @@ def test_home_lists_recent_results_of_every_kind_each_linking_to_its_page():
     import loupe
 
     rules = loupe.rules(model="breast_cancer_mlp", dataset="breast_cancer", max_leaves=4)
-    run = loupe.explain("digits_cnn", "digits", [0, 1], "saliency")
+    run = loupe.explain("digits_cnn", "digits", [440, 441], "saliency")
     kinds = {r["key"]: r for r in loupe.recent(limit=50)}
     assert kinds[rules.key]["kind"] == "rules" and kinds[run.key]["kind"] == "attribution"
     at = _run()

@@ -499,17 +499,17 @@ def test_rules_table_shows_the_rule_text_without_horizontal_scrolling(app_url, b
 
 
 def test_one_sample_of_a_stored_multi_sample_run_shows_its_stored_maps(app_url, browser):
-    res = loupe.explain("shapes_cnn", "shapes", [20, 23, 29], "saliency")
+    res = loupe.explain("shapes_cnn", "shapes", [720, 723, 729], "saliency")
     maps_before = _maps_on_disk()
     page = _new_page(browser, 900)
-    page.goto(f"{app_url}/explain?model=shapes_cnn&dataset=shapes&samples=23&explainers=saliency")
+    page.goto(f"{app_url}/explain?model=shapes_cnn&dataset=shapes&samples=723&explainers=saliency")
     page.locator(MAPS).first.wait_for(timeout=120_000)
     _idle(page)
     assert page.get_by_text("Not computed yet").count() == 0
     link = page.get_by_text(re.compile(r"/explain\?run=[0-9a-f]{64}")).first.inner_text()
     opened = loupe.run(re.search(r"run=([0-9a-f]{64})", link)[1])
-    assert opened.sample_ids == [23] and opened.provenance["seconds"] == 0.0  # recorded, not computed
-    np.testing.assert_array_equal(opened.attributions[0], res.attributions[1])  # the stored map of #23
+    assert opened.sample_ids == [723] and opened.provenance["seconds"] == 0.0  # recorded, not computed
+    np.testing.assert_array_equal(opened.attributions[0], res.attributions[1])  # the stored map of #723
     assert _maps_on_disk() == maps_before  # no sample was explained again
     _shot(page, "explain_one_of_a_stored_run")
     page.context.close()
@@ -518,10 +518,10 @@ def test_one_sample_of_a_stored_multi_sample_run_shows_its_stored_maps(app_url, 
 @pytest.mark.slow
 def test_compare_shows_the_map_grid_and_its_links_open_stored_results(app_url, browser):
     for explainer in ("saliency", "gradcam"):
-        loupe.explain("shapes_cnn", "shapes", "0:4", explainer)
+        loupe.explain("shapes_cnn", "shapes", "600:604", explainer)
     maps_before = _maps_on_disk()
     page = _new_page(browser, 900)
-    page.goto(f"{app_url}/compare?dataset=shapes&models=shapes_cnn&explainers=saliency,gradcam&samples=0:4")
+    page.goto(f"{app_url}/compare?dataset=shapes&models=shapes_cnn&explainers=saliency,gradcam&samples=600:604")
     _wait_text(page, "Metrics: mean and 95% confidence interval")
     _idle(page)
     grid = page.locator('[data-testid="stImage"] img')
@@ -532,7 +532,7 @@ def test_compare_shows_the_map_grid_and_its_links_open_stored_results(app_url, b
     _shot(page, "compare")
     first = page.get_by_role("link", name="open in Explain").first
     href = first.get_attribute("href")
-    assert re.search(r"/explain\?model=shapes_cnn&dataset=shapes&samples=\d&explainers=(saliency|gradcam)$", href)
+    assert re.search(r"/explain\?model=shapes_cnn&dataset=shapes&samples=60\d&explainers=(saliency|gradcam)$", href)
     page.goto(href)
     page.locator(MAPS).first.wait_for(timeout=120_000)
     _idle(page)

@@ -3,6 +3,7 @@ Compare's tables (on hand-built results with known agreement), figures and the P
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -195,3 +196,18 @@ def test_gallery_filter_pages_through_the_matching_samples():
     assert [r["sample_id"] for r in rows] == [20, 23, 26, 29, 32] and not GalleryFilter().active
     rows, scanned = gallery_page(predict, 0, 40, wrong, size=12, chunk=4, limit=8)
     assert [r["sample_id"] for r in rows] == [5] and scanned == 8  # a bounded scan per page
+
+
+def test_a_samples_metrics_read_with_direction_meaning_and_format():
+    from views.runs import metric_line, metrics_html
+
+    res = Result(attributions=np.ones((1, 2, 2)), sample_ids=[7], labels=np.zeros(1, int), predictions=np.zeros(1, int),
+                 targets=np.zeros(1, int), confidences=np.array([0.9]),
+                 metrics=[{"sparsity_gini": 0.5, "pointing_hit": True, "insertion_auc": 0.8, "deletion_auc": 0.1}])
+    table = metrics_html(res, 0)
+    names = re.findall(r'cursor:help;padding:1px 12px 1px 0">([^<]+)</td>', table)
+    assert names == ["deletion AUC ↓", "insertion AUC ↑", "pointing game ↑", "sparsity (Gini) ↑"]  # display order
+    assert "hit</td>" in table and "0.50</td>" in table and "confidence" not in table
+    assert 'title="Lower is better. ' in table
+    line = metric_line(res.metrics[0], ["deletion_auc", "mask_energy"])  # a metric the sample lacks is left out
+    assert "deletion AUC ↓</span> 0.100" in line and "mask" not in line

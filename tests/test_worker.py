@@ -304,12 +304,12 @@ def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkey
 
 
 def test_a_part_of_a_stored_run_is_answered_from_its_samples_without_computing():
-    res = loupe.explain("shapes_cnn", "shapes", [40, 43, 49], "saliency")
-    assert loupe.stored("shapes_cnn", "shapes", [43, 50], "saliency") is None  # #50 was never explained
+    res = loupe.explain("shapes_cnn", "shapes", [740, 743, 749], "saliency")
+    assert loupe.stored("shapes_cnn", "shapes", [743, 750], "saliency") is None  # #750 was never explained
     before = len(loupe.runs(limit=10_000))
-    part = loupe.stored("shapes_cnn", "shapes", [49, 43], "saliency")
-    assert part is not None and part.sample_ids == [49, 43] and part.provenance["computed"] == 0
+    part = loupe.stored("shapes_cnn", "shapes", [749, 743], "saliency")
+    assert part is not None and part.sample_ids == [749, 743] and part.provenance["computed"] == 0
     np.testing.assert_array_equal(part.attributions, res.attributions[[2, 1]])
     assert part.metrics == [res.metrics[2], res.metrics[1]]
-    assert len(loupe.runs(limit=10_000)) == before + 1 and loupe.run(part.key).sample_ids == [49, 43]  # a link
-    assert loupe.estimate("shapes_cnn", "shapes", [49, 43], "saliency").n_cached == 2
+    assert len(loupe.runs(limit=10_000)) == before + 1 and loupe.run(part.key).sample_ids == [749, 743]  # a link
+    assert loupe.estimate("shapes_cnn", "shapes", [749, 743], "saliency").n_cached == 2

@@ -52,6 +52,18 @@ def metrics_html(res: Result, i: int) -> str:
     return f'<table style="border:none;font-size:0.85rem;border-collapse:collapse">{"".join(rows)}</table>'
 
 
+def metric_line(metrics: dict, names: list[str]) -> str:
+    """The named metrics of one sample as a short line of HTML (small, grey), each name with its
+    direction and its meaning as a hover title; for captions under small maps."""
+    parts = []
+    for name in names:
+        if name in metrics:
+            info = loupe.metric_info(name)
+            parts.append(f'<span title="{html.escape(info.tooltip)}" style="cursor:help">{html.escape(info.title)}</span>'
+                         f" {html.escape(info.format(metrics[name]))}")
+    return f'<div style="font-size:0.8rem;color:#666;line-height:1.4">{"<br>".join(parts)}</div>'
+
+
 RUN_PAGES = {kind: f"app_pages/{path}.py" for kind, path in PAGE_OF_KIND.items()}
 """Result kind -> the page file that opens a stored result of that kind from its ``?run=<key>`` link
 (app.py serves each page file at the URL path of the same name)."""
