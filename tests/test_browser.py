@@ -461,6 +461,7 @@ def test_clicking_a_channel_in_a_stored_pathways_graph_opens_its_detail(app_url,
     _wait_text(page, f"{first['text']} · column")
     _idle(page)
     assert page.get_by_text("Click a channel in the graph").count() == 0
+    page.locator('[data-testid="stImage"] img').nth(2).wait_for(timeout=60_000)
     assert page.locator('[data-testid="stImage"] img').count() == 3  # its top dataset patches (patches=3)
     chart = _chart(page)
     page.mouse.click(second["x"], second["y"])
@@ -549,8 +550,13 @@ def test_past_batches_table_keeps_pace_with_the_progress_bar(app_url, browser):
     page.get_by_label("Samples", exact=True).fill("100:132")
     page.get_by_label("Samples", exact=True).press("Enter")
     _idle(page)
-    _choose(page, "Explainers", "Occlusion (occlusion)")
-    page.get_by_text("Occlusion parameters").click()
+    page.get_by_label("Explainers").first.click()  # the option itself, clicked: typing then Enter takes the
+    page.keyboard.type("occlusion")                    # first fuzzy match, which may be OSA-DAS occlusion
+    page.get_by_role("option", name="Occlusion (occlusion)", exact=True).click()
+    page.keyboard.press("Escape")
+    _idle(page)
+    page.get_by_text("Occlusion parameters", exact=True).click()
+    assert page.get_by_text("OSA-DAS occlusion parameters").count() == 0
     _number(page, "window", "16")  # about 7 s per chunk of 16 samples here: the middle state lasts several refreshes
     _number(page, "stride", "8")
     page.get_by_role("button", name="Start").click()
