@@ -483,6 +483,7 @@ def test_rules_table_shows_the_rule_text_without_horizontal_scrolling(app_url, b
     _wait_text(page, "Global rules")
     _idle(page)
     table = page.locator("[data-testid='stDataFrame']").filter(has=page.locator("th", has_text=re.compile("^rule$")))
+    table.wait_for(timeout=60_000)
     table.evaluate("(t) => t.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(500)
     grid = table.evaluate("""(t) => { const s = t.querySelector('.dvn-scroller');
@@ -526,10 +527,12 @@ def test_compare_shows_the_map_grid_and_its_links_open_stored_results(app_url, b
     _wait_text(page, "Metrics: mean and 95% confidence interval")
     _idle(page)
     grid = page.locator('[data-testid="stImage"] img')
+    grid.nth(11).wait_for(timeout=60_000)
     assert grid.count() == 4 * 3  # four samples: the input and one map per explainer
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
     assert page.locator(".js-plotly-plot").count() == 2  # the metric chart and the agreement matrix
-    assert page.get_by_text("deletion AUC ↓").count() >= 1 and page.get_by_text("insertion AUC ↑").count() >= 1
+    page.get_by_text("deletion AUC ↓").first.wait_for(timeout=60_000)  # under each map, with its direction
+    assert page.get_by_text("insertion AUC ↑").count() >= 1
     _shot(page, "compare")
     first = page.get_by_role("link", name="open in Explain").first
     href = first.get_attribute("href")
