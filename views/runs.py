@@ -59,8 +59,8 @@ def metric_line(metrics: dict, names: list[str]) -> str:
     for name in names:
         if name in metrics:
             info = loupe.metric_info(name)
-            parts.append(f'<span title="{html.escape(info.tooltip)}" style="cursor:help">{html.escape(info.title)}</span>'
-                         f" {html.escape(info.format(metrics[name]))}")
+            title = f'<span title="{html.escape(info.tooltip)}" style="cursor:help">{html.escape(info.title)}</span>'
+            parts.append(f"{title} {html.escape(info.format(metrics[name]))}")
     return f'<div style="font-size:0.8rem;color:#666;line-height:1.4">{"<br>".join(parts)}</div>'
 
 
