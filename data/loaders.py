@@ -179,6 +179,9 @@ def _npz_arrays(entry: DatasetEntry) -> dict[str, np.ndarray]:
     """The arrays of the .npz: members stored uncompressed are memory-mapped (nothing is read),
     compressed ones are read into memory."""
     where = f"{str(entry.path)!r}"
+    if not zipfile.is_zipfile(entry.path):  # np.load would try other formats and end with pickle advice
+        raise DatasetError(f"dataset {entry.id!r}: cannot read {where} as a .npz: it is not a zip archive of .npy "
+                           "arrays (what numpy.savez writes; Loupe needs arrays x and y in it)")
     try:
         with zipfile.ZipFile(entry.path) as archive:
             infos = {i.filename[:-4]: i for i in archive.infolist() if i.filename.endswith(".npy")}

@@ -34,6 +34,7 @@ from store.paths import manifest_path
 if TYPE_CHECKING:
     import pandas as pd
 
+    from explainers.metric_info import MetricInfo
     from explainers.results.pathways import PathwaysResult
     from explainers.results.rules import RulesResult
     from explainers.runner import Progress
@@ -100,6 +101,36 @@ def explainers() -> list[dict]:
         }
         for e in methods
     ]
+
+
+def metric_info(name: str) -> MetricInfo:
+    """What the metric ``name`` means: label, direction (``arrow`` ↑/↓, ``higher_is_better``), a
+    one-line ``help``, and ``format(value)`` (``explainers.metric_info.MetricInfo``)."""
+    from explainers.metric_info import metric_info as info
+
+    return info(name)
+
+
+def metric_order(names: Sequence[str]) -> list[str]:
+    """Metric names in display order (the faithfulness metrics first, as ``metric_info`` lists them)."""
+    from explainers.metric_info import in_display_order
+
+    return in_display_order(list(names))
+
+
+AGREEMENT_MEASURES = ("spearman", "topk_iou")
+"""Ways to measure how much two explainers agree on a sample (see :func:`agreement`)."""
+
+
+def agreement(a: np.ndarray, b: np.ndarray, measure: str = "spearman") -> np.ndarray:
+    """Per-sample agreement of two batches of maps (same shape): ``spearman`` (rank correlation over
+    all units) or ``topk_iou`` (IoU of the top 10% units by |value|); see explainers/evaluation.py."""
+    from explainers.evaluation import spearman, topk_iou
+
+    measures = {"spearman": spearman, "topk_iou": topk_iou}
+    if measure not in measures:
+        raise ValueError(f"measure must be one of {list(measures)}, got {measure!r}")
+    return measures[measure](a, b)
 
 
 # -- handles -------------------------------------------------------------------------------------
@@ -193,7 +224,8 @@ def explain_batch(
 
 def stored(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
            params: dict[str, Any] | None = None, target: str | int = "predicted") -> Result | None:
-    """The stored result of this ``explain`` request, or None when it was never run; never computes."""
+    """The stored result of this ``explain`` request, or None when a sample of it was never explained;
+    never computes. Samples stored by other runs count: the run is recorded over them."""
     from worker.batch import find_stored
 
     return find_stored(request(model, dataset, samples, explainer, params, target))
@@ -344,6 +376,24 @@ def runs(model: str | None = None, dataset: str | None = None, explainer: str | 
     return [{**r, "link": run_link(r["key"])} for r in Store().list_runs(model, dataset, explainer, limit)]
 
 
+def recent(limit: int = 10) -> list[dict]:
+    """The newest stored results of every kind, newest first: explanations (kind "attribution"),
+    rules, pathways, embeddings and any other analysis. Each: kind, key, link (to the page of its
+    kind), what (explainer or analysis id), model, dataset, samples, created."""
+    from store.links import run_link
+    from store.runs import Store
+
+    store = Store()
+    rows = [{"kind": r["kind"], "key": r["key"], "what": r["explainer_id"], "model": r["model_id"],
+             "dataset": r["dataset_id"], "samples": r["n_samples"], "created": r["created"]}
+            for r in store.list_runs(limit=limit)]
+    rows += [{"kind": a["kind"], "key": a["key"], "what": a["analysis_id"], "model": a["model_id"],
+              "dataset": a["dataset_id"], "samples": a["n_samples"], "created": a["created"]}
+             for a in store.list_artifacts(limit=limit)]
+    rows.sort(key=lambda r: (r["created"], r["key"]), reverse=True)
+    return [{**r, "link": run_link(r["key"], kind=r["kind"])} for r in rows[:limit]]
+
+
 def link(key: str) -> str:
     """The permanent URL of a stored run or analysis result (``LOUPE_BASE_URL`` + the page of its
     kind + ``?run=<key>``)."""
@@ -358,13 +408,19 @@ def export(run: str | None = None, *, model: str | None = None, dataset: str | N
            explainer: str | None = None, k: int = 5, csv: str | None = None, parquet: str | None = None,
            maps: str | None = None) -> pd.DataFrame:
     """Export one run (by key) or all stored runs matching the filters: a DataFrame with run key,
-    link, ids, label/target/prediction/confidence, params, every metric and the top-k attributed
-    units; also written to ``csv`` / ``parquet`` and the maps to ``maps`` (.npz) when given."""
+    link, ids, label/target/prediction with their class names, confidence, params, every metric and
+    the top-k attributed units; also written to ``csv`` / ``parquet`` and the maps to ``maps``
+    (.npz) when given."""
     from store.export import export as export_table
     from store.runs import Store
 
     return export_table(Store(), run, model=model, dataset=dataset, explainer=explainer, k=k, csv=csv,
-                        parquet=parquet, maps=maps)
+                        parquet=parquet, maps=maps, model_classes=_model_classes())
+
+
+def _model_classes() -> dict[str, list[str]]:
+    """Model id -> class names, for every model whose listing knows them (no model is loaded)."""
+    return {row["id"]: list(row["classes"]) for row in models() if isinstance(row.get("classes"), (list, tuple))}
 
 
 def result_rows(res: Result) -> list[dict]:

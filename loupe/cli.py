@@ -61,7 +61,8 @@ def _cmd_explain(args: argparse.Namespace) -> None:
         print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
         return
     for r in results:
-        _print_table(loupe.result_rows(r), False)
+        _print_table([{f"{k} {loupe.metric_info(k).arrow}".rstrip(): v for k, v in row.items()}
+                      for row in loupe.result_rows(r)], False)  # each metric with its direction (↑ / ↓)
         state = "from the cache" if r.cached else f"computed {r.provenance['computed']}, reused {r.provenance['reused']}"
         print(f"\n{r.provenance['explainer']}: {len(r.sample_ids)} samples ({state})\nlink: {r.link}\n")
 

@@ -458,7 +458,9 @@ def _section(
         problems += [p for p in [extra(values)] if p]
         if problems:
             raw_id = table.get("id") if isinstance(table, dict) and isinstance(table.get("id"), str) else None
-            errors.append(EntryError(kind, raw_id, f"[[{kind}]] entry #{index}: " + "; ".join(problems)))
+            where = f"[[{kind}]] entry #{index}"  # the position is all an entry without an id has
+            reason = "; ".join(problems) + f" ({where})" if raw_id else f"{where}: " + "; ".join(problems)
+            errors.append(EntryError(kind, raw_id, reason))
         else:
             valid.append(values)
     return valid, errors

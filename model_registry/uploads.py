@@ -173,7 +173,7 @@ def add_entry(section: str, values: dict[str, Any], manifest: Path | None = None
         candidate = read_manifest(tmp, reserved_models, reserved_datasets)
         new_errors = [e for e in candidate.errors if e not in before.errors]
         if new_errors:
-            raise RegistrationError("; ".join(e.reason for e in new_errors))
+            raise RegistrationError("; ".join(str(e) for e in new_errors))  # "dataset 'id': what is wrong"
         entry = (candidate.model if section == "model" else candidate.dataset)(str(entry_id))
         if entry is None:
             raise RegistrationError(f"the {section} entry was not accepted by the manifest reader")

@@ -8,7 +8,7 @@ import streamlit as st
 import loupe
 from views import st_layout as ui
 from views.access import require_access
-from views.explain import TARGETS, Selection, SelectionError, caption
+from views.explain import TARGETS, GalleryFilter, Selection, SelectionError, caption, gallery_page
 
 require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
@@ -116,14 +116,29 @@ gallery = st.expander(f"Samples · {len(dataset)} in {dataset_id} · selected: {
                       expanded=st.session_state["ex-gallery-initially-open"], key="ex-gallery", on_change="rerun")
 if gallery.open:  # closed (e.g. when a link opens a result) it costs nothing: no thumbnails, no predictions
     with gallery:
-        start = st.number_input("Gallery from sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
-                                key="ex-gallery-start")
-        ids = tuple(range(int(start), min(int(start) + GALLERY, len(dataset))))
+        controls = st.columns([1, 1.2, 2, 2], vertical_alignment="bottom")
+        start = controls[0].number_input("From sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
+                                         key="ex-gallery-start")
+        chosen_filter = GalleryFilter(
+            misclassified=controls[1].toggle("Mistakes only", key="ex-gallery-wrong"),
+            labels=tuple(controls[2].multiselect("Label", range(len(dataset.classes)), key="ex-gallery-labels",
+                                                 format_func=lambda c: dataset.classes[c], placeholder="all classes")),
+            confidence=controls[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="ex-gallery-confidence",
+                                          help="the model's probability of its predicted class"))
         try:
-            rows = ui.predictions(model["id"], dataset_id, ids)
+            rows, scanned = gallery_page(lambda ids: ui.predictions(model["id"], dataset_id, ids), int(start),
+                                         len(dataset), chosen_filter, GALLERY)
         except loupe.user_errors() as err:
             st.error(str(err))
             st.stop()
+        if chosen_filter.active:
+            found = f"{len(rows)} matching sample(s) among #{int(start)}…#{scanned - 1}" if scanned > start else ""
+            note, more = st.columns([5, 1], vertical_alignment="center")
+            note.caption(f"{found or 'No samples left'}." + (" Next scans on." if scanned < len(dataset) else ""))
+            if scanned < len(dataset):
+                more.button("Next", key="ex-gallery-next", width="stretch",
+                            on_click=lambda: st.session_state.update({"ex-gallery-start": scanned}))
+        ids = tuple(row["sample_id"] for row in rows)
         pictures = ui.thumbnails(dataset_id, ids) if image_data else [None] * len(ids)
         columns = st.columns(6)
         for k, (row, picture) in enumerate(zip(rows, pictures)):

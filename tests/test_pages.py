@@ -53,7 +53,20 @@ def test_explain_gallery_selection_and_url():
     at.multiselect(key="ex-explainers").set_value(["saliency"]).run()
     assert _query(at)["samples"] == "5" and _query(at)["explainers"] == "saliency" and _query(at)["target"] == "3"
     assert at.checkbox(key="ex-pick-5").value
-    assert [t.value for t in at.toggle] == [True]  # saliency's one parameter, abs, from its schema
+    assert [t.value for t in at.toggle if t.key != "ex-gallery-wrong"] == [True]  # saliency's abs, from its schema
+
+
+def test_explain_gallery_filters_by_mistakes_and_class():
+    at = _page("pages/explain.py", {"model": "digits_cnn", "dataset": "digits"})
+    at.toggle(key="ex-gallery-wrong").set_value(True).run()
+    shown = [c for c in at.checkbox if str(c.key).startswith("ex-pick-")]
+    truth = loupe.predict("digits_cnn", "digits", "all")
+    mistakes = [r["sample_id"] for r in truth if r["label"] != r["prediction"]]
+    assert 0 < len(shown) <= 12 and sorted(int(c.key[len("ex-pick-"):]) for c in shown) == mistakes[:12]
+    at.toggle(key="ex-gallery-wrong").set_value(False)
+    at.multiselect(key="ex-gallery-labels").set_value([7]).run()
+    ids = [int(c.key[len("ex-pick-"):]) for c in at.checkbox if str(c.key).startswith("ex-pick-")]
+    assert len(ids) == 12 and all(truth[i]["label"] == 7 for i in ids)
 
 
 def test_explain_cost_preview_run_and_stored_results():
@@ -124,11 +137,18 @@ def test_compare_tables_and_links():
     assert not _errors(at)
     at.button(key="cmp-run").click().run()
     assert not _errors(at)
-    metrics, matrix, ranked = (d.value for d in at.dataframe)
+    metrics, ranked = (d.value for d in at.dataframe)
     assert set(metrics["explainer"]) == {"saliency", "input_x_gradient"} and "±" in metrics["deletion_auc"].iloc[0]
-    assert matrix.loc["saliency", "saliency"] == 1.0 and -1 <= matrix.loc["saliency", "input_x_gradient"] <= 1
     assert len(ranked) == 6 and ranked["mean Spearman"].is_monotonic_increasing
     assert ranked["open"].str.contains("/explain?model=digits_cnn", regex=False).all()
+    classes = loupe.dataset("digits").classes
+    assert set(ranked["label"]) <= set(classes) and ranked["label"].map(type).eq(str).all()  # names, not numbers
+    # the map grid: input + one map per explainer for each sample, most disputed first, each map a link to Explain
+    assert len(at.get("image")) == 6 * 3
+    grid = [re.search(r"samples=(\d+)&explainers=(\w+)", m.value) for m in at.markdown if "open in Explain" in m.value]
+    expected = [(s, e) for s in ranked["sample"] for e in ("saliency", "input_x_gradient")]
+    assert [(int(g[1]), g[2]) for g in grid] == expected
+    assert len(at.get("plotly_chart")) == 2  # the metric chart and the agreement matrix
 
 
 def test_compare_unknown_model_is_reported():
@@ -184,7 +204,7 @@ def test_registry_adds_a_validated_model(tmp_path):
     at.text_input(key="rg-m-shape").set_value("30")
     at.text_input(key="rg-m-classes").set_value("benign, malignant").run()
     at.button(key="rg-m-add").click().run()
-    assert any("Not saved" in e and "does not exist" in e for e in _errors(at))
+    assert any(e.startswith("Not saved: model 'tiny_page': ") and "does not exist" in e for e in _errors(at))
     at.text_input(key="rg-m-path").set_value(str(path)).run()
     at.button(key="rg-m-add").click().run()
     assert not _errors(at) and "tiny_page" in at.success[0].value

@@ -57,6 +57,9 @@ def test_stored_run_opens_by_key_and_exports():
     frame = loupe.export(res.key)
     assert list(frame["sample_id"]) == [30, 31, 32] and set(frame["run_key"]) == {res.key}
     assert frame["link"].iloc[0] == res.link == loupe.link(res.key)
+    classes = loupe.model("shapes_cnn").classes  # every export carries class names beside the indices
+    assert frame["prediction_name"].tolist() == [classes[int(i)] for i in res.predictions]
+    assert frame["label_name"].tolist() == [loupe.dataset("shapes").classes[int(i)] for i in res.labels]
 
 
 def test_cancel_keeps_finished_chunks_and_a_rerun_resumes():
@@ -285,3 +288,15 @@ def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkey
     assert not res.cached and res.attributions.shape == (2, 30)
     cluster.shutdown()  # while the fake __main__ is still installed: stopping workers spawns nothing
     assert not marker.exists()
+
+
+def test_a_part_of_a_stored_run_is_answered_from_its_samples_without_computing():
+    res = loupe.explain("shapes_cnn", "shapes", [740, 743, 749], "saliency")
+    assert loupe.stored("shapes_cnn", "shapes", [743, 750], "saliency") is None  # #750 was never explained
+    before = len(loupe.runs(limit=10_000))
+    part = loupe.stored("shapes_cnn", "shapes", [749, 743], "saliency")
+    assert part is not None and part.sample_ids == [749, 743] and part.provenance["computed"] == 0
+    np.testing.assert_array_equal(part.attributions, res.attributions[[2, 1]])
+    assert part.metrics == [res.metrics[2], res.metrics[1]]
+    assert len(loupe.runs(limit=10_000)) == before + 1 and loupe.run(part.key).sample_ids == [749, 743]  # a link
+    assert loupe.estimate("shapes_cnn", "shapes", [749, 743], "saliency").n_cached == 2

@@ -12,8 +12,8 @@ import loupe
 from explainers.base import Result
 from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_card_png, overlay_png,
                            patch_grid_figure, path_logits_figure)
-from views.params import Widget, grouped, widget_value
-from views.runs import metrics_table, run_page
+from views.params import Widget, grouped, widget_value, with_choices
+from views.runs import metrics_html, run_page
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -39,6 +39,13 @@ def explainers_for(model: Mapping[str, Any], output: str = "attribution") -> dic
     """Explainers (or, with another ``output`` kind, analyses) whose modalities include the
     model's task, by id."""
     return {e["id"]: e for e in listings()[2] if model.get("task") in e["modalities"] and e["output"] == output}
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def artifact(key: str) -> loupe.Artifact:
+    """A stored analysis result (embedding, rules, pathways), read once per server: a key always
+    names the same content."""
+    return loupe.artifact(key)
 
 
 def seed(key: str, value: Any) -> None:
@@ -73,17 +80,21 @@ _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
 }
 
 
-def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str, Any]) -> dict[str, Any]:
+def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str, Any],
+                choices: Mapping[str, list[Any]] | None = None) -> dict[str, Any]:
     """Widgets for every parameter of ``explainer`` (grouped, with help text), seeded from
     ``initial`` (URL strings or stored values); a value the widget cannot take is reported and
-    replaced by the default. Returns the chosen values."""
+    replaced by the default. ``choices`` turns free-text parameters whose options the page knows
+    into selects (:func:`views.params.with_choices`). Returns the chosen values."""
     values = {}
-    for group, widgets in grouped(explainer["params"]).items():
+    for group, widgets in grouped(with_choices(explainer["params"], choices or {})).items():
         if group != "main":
             st.caption(group)
         columns = st.columns(2)
         for i, w in enumerate(widgets):
             key = f"{prefix}-{w.name}"
+            if w.options is not None and st.session_state.get(key, w.default) not in w.options:
+                del st.session_state[key]  # e.g. an explainer the newly chosen model does not support
             if key not in st.session_state:
                 value, problem = widget_value(w, initial[w.name]) if w.name in initial else (w.default, None)
                 if problem:
@@ -148,16 +159,16 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
     else:
         st.plotly_chart(feature_bars(res.attributions[i], feature_names, top=12, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
-    row = metrics_table(res).iloc[[i]].drop(columns=["sample", "label", "target", "prediction"])
-    st.table(row.T.rename(columns={row.index[0]: "value"}))
+    st.html(metrics_html(res, i))
     if details:
         if "deletion_curve" in res.extras:
             deletion, insertion = res.extras["deletion_curve"][i], res.extras["insertion_curve"][i]
             units = int(np.prod(res.attributions.shape[1:]))
             fractions = np.minimum(np.arange(len(deletion)) * default_step(units), units) / units
-            st.plotly_chart(curves_figure(fractions, deletion, insertion), key=f"{key}-curves")
+            st.plotly_chart(curves_figure(fractions, deletion, insertion), key=f"{key}-curves",
+                            config={"displayModeBar": False})
         for j, fig in enumerate(_extras_figures(res, i)):
-            st.plotly_chart(fig, key=f"{key}-extra-{j}")
+            st.plotly_chart(fig, key=f"{key}-extra-{j}", config={"displayModeBar": False})
     st.markdown(f"Permanent link: [{res.link}]({res.link})")
     left, right = st.columns(2)
     left.download_button("CSV", run_csv(res.key), key=f"{key}-csv",

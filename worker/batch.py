@@ -185,13 +185,29 @@ def _finish(req: Request, stored: StoredRun, meta: dict[str, Any]) -> Result:
                                "dataset": req.dataset.id, **meta})
 
 
+def _record(req: Request, fields: dict[str, Any], keys: Sequence[str], store: Store, seconds: float) -> StoredRun:
+    """Record the run of ``req`` (keyed by ``fields``) over its stored items and return it as stored."""
+    meta = {**fields, "kind": "attribution", "status": "done", "seconds": seconds, "device": str(req.model.device),
+            "versions": library_versions()}
+    return store.get_run(store.put_run(meta, list(keys)))
+
+
 def find_stored(req: Request, store: Store | None = None) -> Result | None:
-    """The stored run of ``req`` (one lookup, no model pass), or None when it was never run."""
+    """The stored result of ``req`` without any model pass, or None when a sample of it was never
+    explained. Samples are stored one by one, so a request over samples that other runs computed
+    (#0 of a run over #0, #3, #9) is answered from them: its run is recorded over the stored items
+    (a share link needs it), unless the store is read-only, where None is returned."""
+    from store import db
+
     store = store or Store()
+    fields = _run_fields(req)
     try:
-        stored = store.get_run(run_key(**_run_fields(req)))
+        stored = store.get_run(run_key(**fields))
     except RunNotFound:
-        return None
+        keys = req.item_keys()
+        if len(store.lookup(keys)) < len(set(keys)) or not db.writable(store.path):
+            return None
+        stored = _record(req, fields, keys, store, 0.0)
     return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
 
 
@@ -229,10 +245,8 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
             progress(done, len(req.sample_ids))
 
     passes = _compute(req, missing, keys, store, batch_size, chunk_size, on_chunk, cancel) if missing else 0
-    meta = {**fields, "kind": "attribution", "status": "done", "seconds": time.perf_counter() - started,
-            "device": str(req.model.device), "versions": library_versions()}
-    key = store.put_run(meta, [keys[i] for i in req.sample_ids])
-    return _finish(req, store.get_run(key), {"computed": len(missing), "reused": len(found), "passes": passes})
+    stored = _record(req, fields, [keys[i] for i in req.sample_ids], store, time.perf_counter() - started)
+    return _finish(req, stored, {"computed": len(missing), "reused": len(found), "passes": passes})
 
 
 def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
