@@ -58,7 +58,9 @@ def _owner(home: Path, gate: Path, samples: str) -> tuple[subprocess.Popen, str]
     proc = subprocess.Popen([sys.executable, "-c", OWNER, str(gate), samples], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
-    assert line, proc.stderr.read()[-3000:]
+    if not line:
+        proc.kill()
+        pytest.fail(f"the other process did not start its batch: {proc.communicate()[1][-3000:]}")
     started = json.loads(line)
     assert started["status"] == "running"
     return proc, started["id"]
@@ -109,14 +111,17 @@ def test_a_batch_of_another_process_runs_once_and_that_process_can_be_cancelled_
         assert json.loads(out.strip().splitlines()[-1]) == {"final": "cancelled"}
     finally:
         proc.kill()
+        proc.wait(timeout=30)
 
 
 def test_a_batch_whose_process_was_killed_reads_interrupted_and_resumes_here(tmp_path, fresh_home):
     gate = tmp_path / "gate"
     proc, batch_id = _owner(fresh_home, gate, "0:8")
-    assert background.batch(batch_id).status == "running"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        assert background.batch(batch_id).status == "running"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
     assert background.batch(batch_id).status == "interrupted"  # the kernel dropped the dead owner's lock
     _register_here(fresh_home)
     resumed = background.wait(background.start(background.BatchSpec("gated", "gated_rows", "0:8",
