@@ -415,10 +415,13 @@ class Proxy:
         with urllib.request.urlopen(urllib.request.Request(
                 f"{self.url}/_stcore/health", headers={"Cookie": f"{ROUTE_COOKIE}={cookie}"}), timeout=10):
             pass
-        for line in reversed((self.folder / "access.log").read_text().splitlines()):
-            route, upstream, *_ = line.split()
-            if route == cookie:
-                return upstream
+        deadline = time.monotonic() + 5  # nginx writes the log line after the response has gone
+        while time.monotonic() < deadline:
+            for line in reversed((self.folder / "access.log").read_text().splitlines()):
+                route, upstream, *_ = line.split()
+                if route == cookie:
+                    return upstream
+            time.sleep(0.01)
         raise LookupError(f"nginx logged no request with route {cookie}")
 
     def cookies(self, upstreams: Sequence[str], tries: int = 64) -> dict[str, str]:
