@@ -112,8 +112,7 @@ for sample_id, picture in zip(order[:rows], pictures):
         res = results[(m, e)]
         with cell:
             if image is not None:
-                st.image(ui.map_card(res.key, i, 0.6, image, res.attributions[i], size=192, colour_bar=False),
-                         width="stretch")
+                st.image(ui.map_card(res, i, image, 0.6, size=192, colour_bar=False), width="stretch")
             else:
                 st.markdown("top: " + ", ".join(top_features(res.attributions[i], dataset.feature_names or [], 5)))
             st.markdown(f"[open in Explain]({explain_link(loupe.base_url(), m, dataset_id, [sample_id], [e])})")

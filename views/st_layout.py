@@ -125,14 +125,21 @@ def run_csv(key: str) -> bytes:
     return loupe.export(key).to_csv(index=False).encode()
 
 
+def map_card(res: Result, i: int, image: np.ndarray, opacity: float, size: int = 256, colour_bar: bool = True) -> bytes:
+    """Sample ``i`` of ``res`` over its input ``image`` as the card PNG of
+    :func:`views.figures.overlay_card_png`. A stored result never changes, so its cards are cached by
+    run key, sample and display settings: every session that opens the result after the first reuses
+    the bytes instead of colouring and encoding the PNG again."""
+    if res.key is None:  # not stored: nothing names its content
+        return overlay_card_png(image, res.attributions[i], opacity, size=size, colour_bar=colour_bar)
+    return _stored_card(res.key, i, opacity, size, colour_bar, image, res.attributions[i])
+
+
 @st.cache_data(show_spinner=False, max_entries=2048)
-def map_card(key: str, i: int, opacity: float, _image: np.ndarray, _attribution: np.ndarray, size: int = 256,
-             colour_bar: bool = True) -> bytes:
-    """Sample ``i`` of the stored result ``key`` as the overlay card PNG of
-    :func:`views.figures.overlay_card_png` (``_image`` and ``_attribution`` are that sample's
-    input and map). A stored result never changes, so the card is cached by the run key, the sample
-    and the display settings (the underscored arrays are not hashed): every session that opens the
-    result after the first reuses the bytes instead of colouring and encoding the PNG again."""
+def _stored_card(key: str, i: int, opacity: float, size: int, colour_bar: bool, _image: np.ndarray,
+                 _attribution: np.ndarray) -> bytes:
+    """:func:`map_card` of a stored result, cached by what names it (the underscored arrays, which
+    the key determines, are not hashed)."""
     return overlay_card_png(_image, _attribution, opacity, size=size, colour_bar=colour_bar)
 
 
@@ -162,7 +169,7 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
     if image is not None and not interactive:
         with st.container(key=f"{key}-map"):
             st.markdown(f"**{title}**")
-            st.image(map_card(res.key, i, opacity, image, res.attributions[i]), output_format="PNG")
+            st.image(map_card(res, i, image, opacity), output_format="PNG")
     elif image is not None:
         st.plotly_chart(attribution_overlay(image, res.attributions[i], opacity, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
