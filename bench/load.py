@@ -303,6 +303,8 @@ class Outcome:
 
 async def visit(base: str, link: Link, cookie: str | None = None) -> Outcome:
     """Open ``link`` in a new session and check that it received its own result."""
+    from websockets.exceptions import WebSocketException
+
     try:
         async with Session(base, cookie) as session:
             page = await session.open(link.page, link.query)
@@ -316,7 +318,7 @@ async def visit(base: str, link: Link, cookie: str | None = None) -> Outcome:
                 problems.append(f"{len(maps)} map image(s), {sum(a == b for a, b in zip(maps, link.maps))} of the "
                                 f"{len(link.maps)} expected ones")
             return Outcome(link, page.seconds, problems)
-    except (OSError, LookupError, asyncio.TimeoutError) as err:
+    except (OSError, LookupError, asyncio.TimeoutError, WebSocketException) as err:
         return Outcome(link, float("nan"), [f"{type(err).__name__}: {err}"])
 
 
