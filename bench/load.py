@@ -183,19 +183,16 @@ class Session:
         self.cookie = self.cookie or cookie
         started = time.perf_counter()
         self._socket = await websockets.connect(
-            f"{self.base.replace('http', 'ws', 1)}/_stcore/stream", subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            f"{self.base.replace('http', 'ws', 1)}/_stcore/stream", subprotocols=list(SUBPROTOCOLS),
             additional_headers=self._headers(), max_size=None, open_timeout=TIMEOUT_S)
         return await self._run(started)
 
     async def rerun(self, values: Mapping[str, Any], page: Page) -> Page:
         """Set the widgets named by user key in ``values`` (``page``: the run that showed them) and
         rerun, as the frontend does after an interaction; a ``True`` presses a button once."""
-        for key, value in values.items():
-            state = widget_state(page.widgets[key], value)
-            if state.HasField("trigger_value"):
-                continue
-            self._states[key] = state
-        triggers = [widget_state(page.widgets[k], v) for k, v in values.items() if v is True]
+        states = {key: widget_state(page.widgets[key], value) for key, value in values.items()}
+        self._states.update({k: s for k, s in states.items() if not s.HasField("trigger_value")})  # values stay
+        triggers = [s for s in states.values() if s.HasField("trigger_value")]  # a press counts once
         return await self._run(time.perf_counter(), [*self._states.values(), *triggers])
 
     async def _run(self, started: float, states: Sequence[Any] = ()) -> Page:
@@ -315,8 +312,8 @@ async def visit(base: str, link: Link, cookie: str | None = None) -> Outcome:
                 problems.append(f"the model id {link.model} is not on the page")
             maps = [await session.media(url) for url in page.images]
             if tuple(maps) != link.maps:
-                problems.append(f"{len(maps)} map image(s), {sum(a == b for a, b in zip(maps, link.maps))} of the "
-                                f"{len(link.maps)} expected ones")
+                problems.append(f"maps: {len(maps)} received, {sum(a == b for a, b in zip(maps, link.maps))} of "
+                                f"the stored result's {len(link.maps)} among them")
             return Outcome(link, page.seconds, problems)
     except (OSError, LookupError, asyncio.TimeoutError, WebSocketException) as err:
         return Outcome(link, float("nan"), [f"{type(err).__name__}: {err}"])
