@@ -44,7 +44,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,14 +365,15 @@ def wait_healthy(url: str, timeout: float = 120) -> None:
 
 
 def start_app(port: int, home: Path, base_url: str, env: Mapping[str, str] | None = None,
-              log: Path | None = None) -> subprocess.Popen:
-    """One Loupe app process on 127.0.0.1:``port`` with LOUPE_HOME=``home``, run as it is deployed."""
+              log: Path | None = None, options: Sequence[str] = ()) -> subprocess.Popen:
+    """One Loupe app process on 127.0.0.1:``port`` with LOUPE_HOME=``home``, run as it is deployed
+    (``options``: more Streamlit command-line options, which win over the deployed ones)."""
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_HOME": str(home), "LOUPE_BASE_URL": base_url,
                **(env or {})}
     with open(log or os.devnull, "ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                 "--server.address", "127.0.0.1", *APP_FLAGS], cwd=ROOT, env=environ, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                 "--server.address", "127.0.0.1", *APP_FLAGS, *options], cwd=ROOT, env=environ,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def nginx_binary() -> str | None:
@@ -495,12 +496,13 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(home: Path, processes: int, folder: Path) -> Iterator[Served]:
-    """``processes`` app processes on ``home`` (behind nginx when more than one)."""
+def serving(home: Path, processes: int, folder: Path, options: Sequence[str] = ()) -> Iterator[Served]:
+    """``processes`` app processes on ``home`` (behind nginx when more than one), with Streamlit's
+    command-line ``options`` added."""
     ports = [free_port() for _ in range(processes)]
     proxy_port = free_port() if processes > 1 else ports[0]
     base = f"http://127.0.0.1:{proxy_port}"
-    apps = [start_app(p, home, base, log=folder / f"app-{p}.log") for p in ports]
+    apps = [start_app(p, home, base, log=folder / f"app-{p}.log", options=options) for p in ports]
     started = list(apps)
     try:
         for p in ports:
@@ -560,10 +562,10 @@ of sessions one at a time), a burst of 20 p95 < 2 s, 50 arrivals over 10 s p95 <
 async def measure(served: Served, cases: Mapping[str, list[Link]], args: argparse.Namespace) -> None:
     """Each case: a first session per process (not timed against a goal: the first one imports the
     app's libraries), then one at a time, a burst and spread arrivals, with a pause between."""
-    async def timed(pattern: str, sessions: Any) -> tuple[str, list[Outcome], float]:
+    async def timed(sessions: Awaitable[list[Outcome]]) -> tuple[list[Outcome], float]:
         cpu = served.cpu_seconds()
         outcomes = await sessions
-        return pattern, outcomes, served.cpu_seconds() - cpu
+        return outcomes, served.cpu_seconds() - cpu
 
     for c, (name, links) in enumerate(cases.items()):
         for app in served.apps:
@@ -572,13 +574,15 @@ async def measure(served: Served, cases: Mapping[str, list[Link]], args: argpars
             print(f"{name:<30} {what:<18}   1 session, {'  1' if first.ok else '  0'} right  "
                   f"{first.seconds * 1000:5.0f} ms  ({load_average()})", flush=True)
         goals = GOALS if name == "share link" else {}
-        for key, sessions in (("one", one_by_one(served.url, links, args.repeat)),
-                              ("burst", burst(served.url, links, args.sessions)),
-                              ("spread", spread(served.url, links, args.arrivals, args.over))):
-            pattern, outcomes, cpu = await timed({"one": "one at a time", "burst": f"burst of {args.sessions}",
-                                                  "spread": f"{args.arrivals} over {args.over:g} s"}[key], sessions)
-            print(report(name, pattern, outcomes, cpu, goals.get(key)), flush=True)
-            await asyncio.sleep(args.pause)
+        patterns = {"one": ("one at a time", args.repeat, lambda: one_by_one(served.url, links, args.repeat)),
+                    "burst": (f"burst of {args.sessions}", args.sessions, lambda: burst(served.url, links, args.sessions)),
+                    "spread": (f"{args.arrivals} over {args.over:g} s", args.arrivals,
+                               lambda: spread(served.url, links, args.arrivals, args.over))}
+        for key, (pattern, n, sessions) in patterns.items():
+            if n > 0:
+                outcomes, cpu = await timed(sessions())
+                print(report(name, pattern, outcomes, cpu, goals.get(key)), flush=True)
+                await asyncio.sleep(args.pause)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -590,7 +594,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="sessions one after another (one render)")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between measurements")
     parser.add_argument("--cases", default="share,explain", help="share, explain or both")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a Streamlit option for the app processes, e.g. server.fileWatcherType=auto (repeatable)")
     args = parser.parse_args(argv)
+    if any("=" not in o for o in args.set):
+        parser.error("--set takes OPTION=VALUE, e.g. runner.postScriptGC=true")
+    options = [part for o in args.set for part in (f"--{o.split('=', 1)[0]}", o.split("=", 1)[1])]
     with tempfile.TemporaryDirectory(prefix="loupe-load-") as tmp:
         folder = Path(tmp)
         home = folder / "home"
@@ -602,9 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown case(s) {unknown}; choose from {list(builders)}")
         cases = {builders[c](keys[0]).name: [builders[c](k) for k in keys] for c in chosen}
-        with serving(home, args.processes, folder) as served:
+        with serving(home, args.processes, folder, options) as served:
             print(f"{args.processes} app process(es){' behind nginx' if args.processes > 1 else ''} at {served.url}, "
-                  f"{os.cpu_count()} cores; server time = websocket connect → script_finished", flush=True)
+                  f"{os.cpu_count()} cores; server time = websocket connect → script_finished"
+                  f"{'; ' + ' '.join(options) if options else ''}", flush=True)
             print(f"uptime: {_uptime()}", flush=True)
             asyncio.run(measure(served, cases, args))
             print(f"uptime: {_uptime()}", flush=True)
