@@ -152,13 +152,16 @@ def add_entry(section: str, values: dict[str, Any], manifest: Path | None = None
     would (in a candidate copy of the file), the id must be new, the model or dataset must load; only
     then the candidate replaces the manifest. Returns the parsed entry."""
     from store.files import exclusive
-    from store.paths import manifest_path
+    from store.paths import loupe_home, manifest_path
 
     if section not in _SECTIONS:
         raise RegistrationError(f"section must be one of {list(_SECTIONS)}, got {section!r}")
     path = Path(manifest) if manifest is not None else manifest_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(path):  # app processes sharing the manifest add entries one at a time: none is lost
+    # App processes sharing the manifest add entries one at a time, so none is lost. The lock lives in
+    # LOUPE_HOME, not beside the manifest, whose folder is the user's (and may be read-only).
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with exclusive(loupe_home() / "locks" / f"manifest-{name}.lock"):
         return _append_entry(path, section, values)
 
 

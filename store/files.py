@@ -55,12 +55,12 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 @contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<path>.lock`` for the block, so that a read-modify-write of
-    ``path`` (a file that is not content-keyed, such as the manifest) by several app processes on
-    one ``LOUPE_HOME``, or by several threads (each call opens its own descriptor), happens one at a
-    time and no writer overwrites another's change. Waits for the holder; closing releases it."""
-    lock = path.with_name(path.name + ".lock")
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock`` (created if missing) for the block, so that a
+    read-modify-write of a file that is not content-keyed (such as the manifest) by several app
+    processes on one ``LOUPE_HOME``, or by several threads (each call opens its own descriptor),
+    happens one at a time and no writer overwrites another's change. Waits for the holder; closing
+    releases it."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

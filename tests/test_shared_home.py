@@ -102,10 +102,10 @@ def test_a_batch_of_another_process_runs_once_and_that_process_can_be_cancelled_
         assert again.id == batch_id and again.status == "running"
         assert batch_id not in background._THREADS  # returned the other process's record, started nothing here
         background.cancel(batch_id)
-        gate.touch()  # the first chunk finishes there, and the owner sees the cancel before the next
+        gate.touch()  # the owner sees the cancel as it reports progress, before its second chunk at the latest
         record = background.wait(batch_id, timeout=120)
         assert record.status == "cancelled" and record.total == ROWS, record
-        assert _stored_items(fresh_home) == 16  # the first chunk, stored there before the cancel was seen
+        assert _stored_items(fresh_home) <= 16  # it stopped at the latest after its first chunk (of three)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-3000:]
         assert json.loads(out.strip().splitlines()[-1]) == {"final": "cancelled"}
