@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bench.load import (Link, Page, Proxy, Session, free_port, nginx_binary, share_link, start_app, start_proxy, stop,
-                        visit, wait_healthy)
+from bench.load import (Link, Page, Proxy, Session, explain_link, free_port, nginx_binary, share_link, start_app,
+                        start_proxy, stop, visit, wait_healthy)
 from loupe import background
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_a_batch_started_through_one_process_is_seen_and_served_through_the_othe
     assert seen[0] == "running" and seen[-1] == "done" and set(seen) == {"running", "done"}, seen
     record = background.batch(batch_id)
     assert record.done == record.total == 24 and len(record.run_keys) == 1
-    _served_by_both(lab, [share_link(key) for key in record.run_keys])
+    _served_by_both(lab, [link(key) for key in record.run_keys for link in (share_link, explain_link)])
 
 
 def _counts(home: Path, sql: str) -> tuple:
