@@ -120,8 +120,8 @@ def overlay_card_png(image: np.ndarray, attribution: np.ndarray, opacity: float 
     """The overlay enlarged to ``size`` pixels (nearest neighbour: each input pixel stays a sharp
     block) with a colour bar labelled by the scale's limits (unless ``colour_bar`` is False, for
     grids of small maps), as PNG bytes. The page shows this by default: an image costs the browser
-    nothing to draw, while the interactive Plotly figure (:func:`attribution_overlay`) needs a
-    4.7 MB script first (about 2 s on a 2-core machine)."""
+    nothing to draw, while the interactive Plotly figure (:func:`attribution_overlay`) needs Plotly's
+    multi-megabyte script first."""
     from PIL import Image, ImageDraw
 
     pixels = Image.fromarray(_overlay_pixels(image, attribution, opacity))
