@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["LOUPE_HOME"] = tempfile.mkdtemp(prefix="loupe-bench-pathways-")
     import loupe
-    from explainers.pathways import CRITERIA, PathwaysParams
+    from explainers.pathways import PathwaysParams
+    from explainers.results.pathways import CRITERIA
     from views.pathways import graph_figure
 
     model, ds = loupe.model(args.model), loupe.dataset(loupe.model(args.model).dataset)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from data.base import Dataset, Split
-from explainers.surrogate_rules import RulesResult, SurrogateRules
+from explainers.results.rules import RulesResult
+from explainers.surrogate_rules import SurrogateRules
 from model_registry.base import ModelHandle, Normalize, weights_hash
 from store.artifacts import Artifact
 

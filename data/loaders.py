@@ -1,11 +1,13 @@
-"""Loaders for user datasets declared in the manifest, one per ``kind``.
+"""Loaders for user datasets declared in the manifest, one per ``kind``. Opening lists samples and
+reads none of them (DESIGN.md, "Contracts: Dataset"); rows are read on access (``data.lazy``).
 
-* ``image_folder``: one subfolder per class (class = folder name, sorted), images read with PIL,
-  converted to 1 or 3 channels, scaled to float32 in [0, 1]; files in sorted order give stable ids.
+* ``image_folder``: one subfolder per class (class = folder name, sorted), images decoded with PIL
+  on access, converted to 1 or 3 channels, optionally resized/centre-cropped, scaled to float32 in
+  [0, 1]; files in sorted order give stable ids (``data.images``).
 * ``npz``: arrays ``x`` (N×C×H×W or N×F), ``y`` (N) and optional ``masks`` (N×H×W), read with
-  ``allow_pickle=False``.
-* ``table``: CSV or Parquet read through DuckDB with a parameterised path; one label column, every
-  other column a numeric feature.
+  ``allow_pickle=False``; members stored uncompressed are memory-mapped.
+* ``table``: CSV or Parquet streamed through DuckDB with parameterised paths; one label column,
+  every other column a numeric feature (``data.tables``).
 
 User datasets evaluate on every row (``train=None``) unless the entry sets ``test_fraction``, which
 makes a seeded split. Every problem raises DatasetError naming the dataset and the file.
@@ -13,26 +15,18 @@ makes a seeded split. Every problem raises DatasetError naming the dataset and t
 from __future__ import annotations
 
 import math
-import warnings
+import os
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
-from data.base import Dataset, DatasetError, Split
-from model_registry.manifest import DatasetEntry
-
-if TYPE_CHECKING:  # PIL is imported on use
-    from PIL.Image import Image as PILImage
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-TABLE_QUERIES = {
-    ".csv": "SELECT * FROM read_csv_auto(?, header=true, skip=0, delim=',', quote='\"', escape='\"', "
-    "strict_mode=true, sample_size=-1)",
-    ".parquet": "SELECT * FROM read_parquet(?)",
-    ".pq": "SELECT * FROM read_parquet(?)",
-}
+from data.base import Dataset, DatasetError, Split, Task
+from data.images import IMAGE_SUFFIXES, ImageFiles, Preprocess, inspect
+from data.lazy import ArrayRows, Rows
+from data.tables import TableRows, check_features, parquet_source, read_column, schema
+from manifest import DatasetEntry
 
 
 # -- labels --------------------------------------------------------------------------------------------
@@ -75,9 +69,10 @@ def _named_labels(entry: DatasetEntry, values: np.ndarray, where: str) -> tuple[
 
 
 # -- splitting -----------------------------------------------------------------------------------------
-def _split(entry: DatasetEntry, x: np.ndarray, y: np.ndarray, masks: np.ndarray | None) -> tuple[Split, Split | None]:
+def _split(entry: DatasetEntry, x: np.ndarray | Rows, y: np.ndarray, masks: np.ndarray | None
+           ) -> tuple[Split, Split | None]:
     """Everything is the evaluation split, or a seeded split with ``test_fraction`` of the samples
-    for evaluation (kept in file order so ids follow the file)."""
+    for evaluation (kept in file order so ids follow the file; lazy rows stay lazy)."""
     if entry.test_fraction is None:
         return Split(x, y, masks), None
     n_eval = math.ceil(len(x) * entry.test_fraction)
@@ -89,7 +84,8 @@ def _split(entry: DatasetEntry, x: np.ndarray, y: np.ndarray, masks: np.ndarray 
     ev, tr = np.sort(order[:n_eval]), np.sort(order[n_eval:])
 
     def part(idx: np.ndarray) -> Split:
-        return Split(x[idx], y[idx], masks[idx] if masks is not None else None)
+        rows = x.take(idx) if isinstance(x, Rows) else x[idx]
+        return Split(rows, y[idx], masks[idx] if masks is not None else None)
 
     return part(ev), part(tr)
 
@@ -118,86 +114,121 @@ def _class_folders(entry: DatasetEntry) -> list[Path]:
     return folders
 
 
-def _image_files(entry: DatasetEntry, folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    if not files:
+def _image_files(entry: DatasetEntry, folder: Path) -> list[str]:
+    """The folder's image files in sorted order (one ``scandir``, no per-file ``stat``)."""
+    try:
+        with os.scandir(folder) as found:
+            names = sorted(e.name for e in found
+                           if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+    except OSError:
+        names = []
+    if not names:
         raise DatasetError(
             f"dataset {entry.id!r}: class folder {str(folder)!r} has no images ({sorted(IMAGE_SUFFIXES)})"
         )
-    return files
-
-
-def _read_image(entry: DatasetEntry, path: Path) -> PILImage:
-    """The decoded image. Images above PIL's ``MAX_IMAGE_PIXELS`` (about 89 million pixels) are
-    refused before decoding: PIL only warns up to twice that, and decoding one costs gigabytes."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                return img.copy()
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        # UnidentifiedImageError and truncated files are OSErrors
-        raise DatasetError(f"dataset {entry.id!r}: cannot read image {str(path)!r}: {err}") from None
-
-
-def _image_array(
-    entry: DatasetEntry, img: PILImage, path: Path, channels: int, size: tuple[int, int] | None
-) -> np.ndarray:
-    """One image as a C×H×W float32 array in [0, 1]."""
-    from PIL import Image
-
-    img = img.convert("L" if channels == 1 else "RGB")
-    if entry.image_size is not None:
-        height, width = entry.image_size
-        img = img.resize((width, height), Image.Resampling.BILINEAR)
-    elif size is not None and img.size != size:
-        raise DatasetError(
-            f"dataset {entry.id!r}: image {str(path)!r} is {img.size[0]}x{img.size[1]} but earlier images are "
-            f"{size[0]}x{size[1]} (width x height); set image_size = [H, W] to resize"
-        )
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-
-
-def _is_grey(img: PILImage) -> bool:
-    """Greyscale modes (1, L, LA, I, F…); palette images count as colour."""
-    from PIL import Image
-
-    return Image.getmodebase(img.mode) == "L"
+    return [os.path.join(folder, name) for name in names]
 
 
 def load_image_folder(entry: DatasetEntry) -> Dataset:
-    """image_folder: ``path/<class>/<image>``; channels default to 1 when every image is greyscale."""
+    """image_folder: ``path/<class>/<image>``, listed, not decoded: rows decode on access
+    (``data.images.ImageFiles``). Channels default to 1 when every sampled header is greyscale."""
     folders = _class_folders(entry)
-    files = [(label, f) for label, folder in enumerate(folders) for f in _image_files(entry, folder)]
-    images = [_read_image(entry, f) for _, f in files]
-    channels = entry.channels or (1 if all(_is_grey(img) for img in images) else 3)
-    arrays: list[np.ndarray] = []
-    for img, (_, path) in zip(images, files):
-        size = (arrays[0].shape[2], arrays[0].shape[1]) if arrays else None
-        arrays.append(_image_array(entry, img, path, channels, size))
-    x = np.stack(arrays)
-    y = np.array([label for label, _ in files], dtype=np.int64)
+    per_class = [_image_files(entry, folder) for folder in folders]
+    files = [f for names in per_class for f in names]
+    y = np.repeat(np.arange(len(folders), dtype=np.int64), [len(names) for names in per_class])
+    resizing = entry.image_size is not None or entry.resize is not None or entry.center_crop is not None
+    channels, first = inspect(entry.id, files, entry.channels, exact_size=not resizing)
+    prep = Preprocess(channels, entry.image_size, entry.resize, entry.center_crop)
+    x = ImageFiles(entry.id, files, prep, prep.out_size(first))
     ev, tr = _split(entry, x, y, None)
-    return Dataset(entry.id, "image", [p.name for p in folders], ev, tr, meta=_meta(entry))
+    return Dataset(entry.id, "image", [p.name for p in folders], ev, tr, meta=_meta(entry), class_map=entry.class_map)
 
 
 # -- npz -----------------------------------------------------------------------------------------------
-def load_npz(entry: DatasetEntry) -> Dataset:
-    """npz: ``x`` (N×C×H×W image or N×F tabular), integer ``y``, optional boolean ``masks`` (N×H×W)."""
+SCAN_BYTES = 256 * 2**20
+"""Memory-mapped inputs up to this size are checked for NaN/inf when the dataset opens (a quick
+streamed pass); larger ones are checked as their rows are read, with the same message."""
+
+
+def _mapped_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """The .npy member stored uncompressed (``np.savez``) as a read-only memmap; None when it must be
+    read whole (compressed). Object arrays raise ValueError, as ``np.load(allow_pickle=False)`` does."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"member {info.filename!r} has no local header")
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        handle.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(handle)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:  # format 3.0 (utf-8 field names): read it whole
+            return None
+        shape, fortran, dtype = readers[version](handle)
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        offset = handle.tell()
+    if not int(np.prod(shape)):
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def _npz_arrays(entry: DatasetEntry) -> dict[str, np.ndarray]:
+    """The arrays of the .npz: members stored uncompressed are memory-mapped (nothing is read),
+    compressed ones are read into memory."""
     where = f"{str(entry.path)!r}"
+    if not zipfile.is_zipfile(entry.path):  # np.load would try other formats and end with pickle advice
+        raise DatasetError(f"dataset {entry.id!r}: cannot read {where} as a .npz: it is not a zip archive of .npy "
+                           "arrays (what numpy.savez writes; Loupe needs arrays x and y in it)")
     try:
-        with np.load(entry.path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        with zipfile.ZipFile(entry.path) as archive:
+            infos = {i.filename[:-4]: i for i in archive.infolist() if i.filename.endswith(".npy")}
+        arrays = {name: _mapped_member(entry.path, info) for name, info in infos.items()}
+        compressed = [name for name, a in arrays.items() if a is None]
+        if compressed:
+            with np.load(entry.path, allow_pickle=False) as data:
+                arrays.update({name: data[name] for name in compressed})
+        return arrays  # type: ignore[return-value]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # ValueError: pickled/object arrays
         raise DatasetError(f"dataset {entry.id!r}: cannot read {where} as a .npz of numeric arrays: {err}") from None
+
+
+def _finite_check(entry: DatasetEntry, where: str) -> Callable[[np.ndarray, np.ndarray], None]:
+    """A row check for :class:`ArrayRows`: NaN/inf in a row read raises DatasetError naming it."""
+    def check(rows: np.ndarray, positions: np.ndarray) -> None:
+        bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            raise DatasetError(f"dataset {entry.id!r}: {where} has NaN or infinite values "
+                               f"(first in sample {int(positions[np.argmax(bad)])})")
+    return check
+
+
+def _inputs(entry: DatasetEntry, x: np.ndarray, where: str) -> np.ndarray | Rows:
+    """``x`` as float32 samples: a memmap stays on disk as :class:`ArrayRows` (scanned for NaN/inf
+    now when small), an in-memory array is converted and checked."""
+    if isinstance(x, np.memmap):
+        rows = ArrayRows(x, _finite_check(entry, where))
+        if x.nbytes <= SCAN_BYTES:
+            step = max(1, SCAN_BYTES // 16 // max(x[:1].nbytes, 1))
+            for start in range(0, len(rows), step):
+                rows[start:start + step]
+        return rows
+    x = x.astype(np.float32)
+    _check_finite(entry, x, where)
+    return x
+
+
+def load_npz(entry: DatasetEntry) -> Dataset:
+    """npz: ``x`` (N×C×H×W image or N×F tabular), integer ``y``, optional boolean ``masks`` (N×H×W).
+    Arrays saved uncompressed (``np.savez``) open memory-mapped, so only the rows used are read."""
+    where = f"{str(entry.path)!r}"
+    arrays = _npz_arrays(entry)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DatasetError(f"dataset {entry.id!r}: {where} lacks arrays {missing}; it has {sorted(arrays)}")
-    x, y, masks = arrays["x"], arrays["y"], arrays.get("masks")
+    x, y, masks = arrays["x"], np.asarray(arrays["y"]), arrays.get("masks")
     if x.dtype.kind not in "iubf" or x.ndim not in (2, 4):
         raise DatasetError(
             f"dataset {entry.id!r}: x in {where} must be a numeric N×C×H×W or N×F array, "
@@ -209,79 +240,32 @@ def load_npz(entry: DatasetEntry) -> Dataset:
         raise DatasetError(
             f"dataset {entry.id!r}: masks in {where} has shape {list(masks.shape)}; expected {[len(x), *x.shape[2:]]}"
         )
-    x = x.astype(np.float32)
-    _check_finite(entry, x, f"x in {where}")
+    inputs = _inputs(entry, x, f"x in {where}")
     classes = _default_classes(entry, y)
     labels = _int_labels(entry, y, classes, f"y in {where}")
-    ev, tr = _split(entry, x, labels, masks.astype(bool) if masks is not None else None)
-    task = "image" if x.ndim == 4 else "tabular"
-    return Dataset(entry.id, task, classes, ev, tr, meta=_meta(entry))
+    if masks is not None and masks.dtype != bool:
+        masks = np.asarray(masks).astype(bool)
+    ev, tr = _split(entry, inputs, labels, masks)
+    task: Task = "image" if x.ndim == 4 else "tabular"
+    return Dataset(entry.id, task, classes, ev, tr, meta=_meta(entry), class_map=entry.class_map)
 
 
 # -- table ---------------------------------------------------------------------------------------------
-def _read_table(entry: DatasetEntry) -> dict[str, np.ndarray]:
-    """Columns of a CSV/Parquet file through DuckDB, the path bound as a parameter (never spliced
-    into SQL)."""
-    import duckdb
-
-    query = TABLE_QUERIES.get(entry.path.suffix.lower())
-    if query is None:
-        raise DatasetError(
-            f"dataset {entry.id!r}: {str(entry.path)!r} must end in one of {sorted(TABLE_QUERIES)} for kind 'table'"
-        )
-    try:
-        with duckdb.connect() as con:
-            return con.execute(query, [str(entry.path)]).fetchnumpy()
-    except duckdb.Error as err:
-        csv = entry.path.suffix.lower() == ".csv"
-        hint = " (rows with a different number of fields than the header?)" if csv else ""
-        raise DatasetError(
-            f"dataset {entry.id!r}: cannot read {str(entry.path)!r}{hint}: {str(err).splitlines()[0]}"
-        ) from None
-
-
-def _feature(entry: DatasetEntry, name: str, column: np.ndarray) -> np.ndarray:
-    """One feature column as float64; missing, non-numeric or non-finite values raise DatasetError
-    naming the column and the first bad row."""
-    where = f"dataset {entry.id!r}: feature column {name!r}"
-    if np.ma.isMaskedArray(column) and column.mask.any():
-        raise DatasetError(f"{where} has missing values (first at row {int(np.flatnonzero(column.mask)[0])})")
-    column = np.ma.getdata(column)
-    if column.dtype.kind in "iubf":
-        values = column.astype(np.float64)
-    elif column.dtype.kind == "O":
-        values = np.array([_number(where, row, v) for row, v in enumerate(column)], dtype=np.float64)
-    else:
-        raise DatasetError(f"{where} is not numeric (dtype {column.dtype})")
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise DatasetError(f"{where} has NaN or infinite values (first at row {int(bad[0])})")
-    return values
-
-
-def _number(where: str, row: int, value: object) -> float:
-    """``float(value)`` for a text cell such as "inf" or "1e3"; anything else raises DatasetError."""
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise DatasetError(
-            f"{where} is not numeric (row {row} holds {value!r}); every column other than the label must be a number"
-        ) from None
-
-
 def load_table(entry: DatasetEntry) -> Dataset:
-    """table: CSV/Parquet; ``label`` names the label column (strings or integers), the rest are features."""
-    columns = _read_table(entry)
-    n_rows = len(next(iter(columns.values()))) if columns else 0
+    """table: CSV/Parquet streamed through DuckDB (``data.tables``); ``label`` names the label column
+    (strings or integers), the rest are numeric features, read by row number on access."""
+    source = parquet_source(entry.id, entry.path)
+    columns, n_rows = schema(entry.id, source, entry.path)
     if n_rows == 0:
         raise DatasetError(f"dataset {entry.id!r}: {str(entry.path)!r} has no data rows")
-    if entry.label not in columns:
-        raise DatasetError(f"dataset {entry.id!r}: label column {entry.label!r} not found; columns: {list(columns)}")
-    names = [c for c in columns if c != entry.label]
-    if not names:
+    names = [name for name, _ in columns]
+    if entry.label not in names:
+        raise DatasetError(f"dataset {entry.id!r}: label column {entry.label!r} not found; columns: {names}")
+    features = [(name, kind) for name, kind in columns if name != entry.label]
+    if not features:
         raise DatasetError(f"dataset {entry.id!r}: {str(entry.path)!r} has no feature columns besides {entry.label!r}")
-    x = np.stack([_feature(entry, c, columns[c]) for c in names], axis=1).astype(np.float32)
-    raw = columns[entry.label]
+    check_features(entry.id, source, features)
+    raw = read_column(source, entry.label)
     where = f"label column {entry.label!r}"
     if np.ma.isMaskedArray(raw) and raw.mask.any():
         raise DatasetError(f"dataset {entry.id!r}: {where} has missing labels")
@@ -291,8 +275,10 @@ def load_table(entry: DatasetEntry) -> Dataset:
     else:
         classes = _default_classes(entry, raw)
         y = _int_labels(entry, raw, classes, where)
+    x = TableRows(source, [name for name, _ in features], n_rows)
     ev, tr = _split(entry, x, y, None)
-    return Dataset(entry.id, "tabular", classes, ev, tr, feature_names=names, meta=_meta(entry))
+    return Dataset(entry.id, "tabular", classes, ev, tr, feature_names=x.features, meta=_meta(entry),
+                   class_map=entry.class_map)
 
 
 DATASET_LOADERS: dict[str, Callable[[DatasetEntry], Dataset]] = {

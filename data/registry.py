@@ -10,7 +10,7 @@ from typing import Callable
 
 from data.base import Dataset, DatasetError
 from data.loaders import load_dataset, source_stamp
-from model_registry.manifest import ID_PATTERN, DatasetEntry, current_manifest
+from manifest import ID_PATTERN, DatasetEntry, Manifest, current_manifest
 
 _LOCK = threading.RLock()
 _LOADED: dict[str, tuple[tuple, Dataset]] = {}
@@ -25,6 +25,11 @@ def _builtins() -> dict[str, Callable[[], Dataset]]:
     from data.builtin import BUILTIN_DATASETS
 
     return BUILTIN_DATASETS
+
+
+def _manifest() -> Manifest:
+    """The manifest's datasets, checked against the built-in dataset ids."""
+    return current_manifest(reserved_datasets=frozenset(_builtins()))
 
 
 def _stamp(entry: DatasetEntry) -> tuple:
@@ -50,6 +55,28 @@ def _load_manifest_dataset(entry: DatasetEntry) -> Dataset:
     return ds
 
 
+def open_entry(entry: DatasetEntry) -> Dataset:
+    """The dataset of a manifest entry (cached like ``get_dataset``): how a worker opens the dataset
+    a job names, even when its own manifest differs from the submitter's."""
+    with _LOCK:
+        return _load_manifest_dataset(entry)
+
+
+def origin(ds: Dataset) -> tuple[str, DatasetEntry | None] | None:
+    """Where another process can open ``ds`` again: ("builtin", None), ("manifest", its entry), or
+    None for a dataset only this process has (registered in-process, or built by hand)."""
+    with _LOCK:
+        if ds.id in _SESSION:
+            return None
+        if ds.id in _builtins():
+            return ("builtin", None) if _LOADED.get(ds.id, ((), None))[1] is ds else None
+        loaded = _LOADED.get(ds.id)
+        if loaded is None or loaded[1] is not ds:
+            return None
+        entry = loaded[0][0]
+        return "manifest", entry
+
+
 def _load_builtin(dataset_id: str) -> Dataset:
     from data.builtin import load_builtin
 
@@ -66,7 +93,7 @@ def get_dataset(dataset_id: str) -> Dataset:
             return _SESSION[dataset_id]
         if dataset_id in _builtins():
             return _load_builtin(dataset_id)
-        manifest = current_manifest()
+        manifest = _manifest()
         entry = manifest.dataset(dataset_id)
         if entry is not None:
             return _load_manifest_dataset(entry)
@@ -115,7 +142,7 @@ def list_datasets(check: bool = False) -> list[dict]:
     ("ok"/"error") and ``reason``, plus task/classes/shape where known without loading;
     ``check=True`` loads each manifest dataset first to verify it."""
     with _LOCK:
-        manifest = current_manifest()
+        manifest = _manifest()
         if check:
             for entry in manifest.datasets:
                 try:
@@ -139,6 +166,6 @@ def register_dataset(ds: Dataset) -> None:
     if not ID_PATTERN.fullmatch(ds.id):
         raise DatasetError(f"dataset id {ds.id!r} must match [A-Za-z0-9_.-]+")
     with _LOCK:
-        if ds.id in _builtins() or current_manifest().dataset(ds.id) is not None:
+        if ds.id in _builtins() or _manifest().dataset(ds.id) is not None:
             raise DatasetError(f"dataset id {ds.id!r} is already used by a built-in or manifest dataset")
         _SESSION[ds.id] = ds

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Union
+from collections.abc import Sequence
+from typing import Union, cast
 
 import numpy as np
 import torch
@@ -35,6 +36,8 @@ def folded_weight(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
     weight = conv.weight.detach()
     if bn is None:
         return weight
+    if bn.running_var is None:
+        raise ValueError(f"batch norm after {conv} keeps no running statistics to fold in")
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
     return weight * (gamma / torch.sqrt(bn.running_var + bn.eps))[:, None, None, None]
 
@@ -153,7 +156,7 @@ def _node_expr(node: fx.Node, root: nn.Module, prefix: str, env: dict[fx.Node, E
     if node.op == "call_function" and node.target in _SUMS and len(args) == len(node.args) == 2:
         return Join(tuple(env[a] for a in args))
     if node.op == "call_function" and node.target is torch.cat and _channel_dim(node):
-        return Concat(tuple(env[a] for a in node.args[0]))
+        return Concat(tuple(env[a] for a in cast(Sequence[fx.Node], node.args[0])))
     if (node.op == "call_function" and node.target in _CHANNELWISE_FUNCTIONS) or \
             (node.op == "call_method" and node.target in _CHANNELWISE_METHODS):
         return env[args[0]]

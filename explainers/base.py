@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +29,10 @@ from model_registry.base import ModelHandle
 
 class ParamError(ValueError):
     """A parameter value is unknown, of the wrong type, or out of bounds; the message names it."""
+
+
+class ExplainError(ValueError):
+    """The request cannot run (incompatible model/dataset/explainer, bad target); says why."""
 
 
 def param(
@@ -101,14 +104,6 @@ def _coerce(name: str, kind: type, value: Any) -> Any:
     raise ParamError(f"{name}: unsupported parameter type {kind}")
 
 
-def _kind(hint: Any) -> type:
-    """The value type of a field's annotation (``int | None`` → int: None marks a preset field)."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        (kind,) = [a for a in typing.get_args(hint) if a is not type(None)]
-        return kind
-    return hint
-
-
 @dataclass(frozen=True)
 class Params:
     """Base class of every explainer's parameters: validated on construction, JSON round-trip.
@@ -133,7 +128,7 @@ class Params:
         for f in dataclasses.fields(self):
             if getattr(self, f.name) is None:
                 raise ParamError(f"{f.name} has no value: preset {getattr(self, 'preset', None)!r} does not set it")
-            value = _coerce(f.name, _kind(hints[f.name]), getattr(self, f.name))
+            value = _coerce(f.name, hints[f.name], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
             meta = f.metadata
             if meta.get("choices") is not None and value not in meta["choices"]:
@@ -170,7 +165,7 @@ class Params:
         defaults = cls()
         out = []
         for f in dataclasses.fields(cls):
-            row = {"name": f.name, "type": _kind(hints[f.name]).__name__, "default": getattr(defaults, f.name),
+            row = {"name": f.name, "type": hints[f.name].__name__, "default": getattr(defaults, f.name),
                    **f.metadata}
             if f.default is None and cls.presets:
                 row["presets"] = {name: values[f.name] for name, values in cls.presets.items()}
@@ -195,18 +190,22 @@ class Spec:
     description: str = ""
 
 
+def _unset() -> np.ndarray:
+    return np.empty(0)
+
+
 @dataclass
 class Result:
     """One explanation batch. Explainers fill ``attributions`` (raw, signed: B×H×W images, B×F
-    tables) and ``extras``; the runner fills the rest."""
+    tables) and ``extras``; the runner fills the rest (the per-sample arrays stay empty until then)."""
 
     attributions: np.ndarray
     extras: dict[str, Any] = field(default_factory=dict)
     sample_ids: list[int] = field(default_factory=list)
-    targets: np.ndarray | None = None
-    predictions: np.ndarray | None = None
-    confidences: np.ndarray | None = None
-    labels: np.ndarray | None = None
+    targets: np.ndarray = field(default_factory=_unset)
+    predictions: np.ndarray = field(default_factory=_unset)
+    confidences: np.ndarray = field(default_factory=_unset)
+    labels: np.ndarray = field(default_factory=_unset)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     key: str | None = None
@@ -250,23 +249,32 @@ def _unsupported(spec: Spec, model: ModelHandle) -> str | None:
     return None
 
 
-class Explainer(ABC):
-    """Base class: subclasses set ``spec`` and ``Params`` and implement :meth:`explain`."""
+AnyParams = Params
+"""The base class under a second name, for annotations inside classes whose ``Params`` attribute
+hides it."""
+P = TypeVar("P", bound=Params)
+"""An explainer's or analysis's own ``Params`` class."""
+
+
+class Explainer(ABC, Generic[P]):
+    """Base class: subclasses set ``spec`` and ``Params`` and implement :meth:`explain`; they are
+    generic in their ``Params`` class (``class Saliency(Explainer[SaliencyParams])``), so the type
+    checker knows the params each method receives."""
 
     spec: ClassVar[Spec]
-    Params: ClassVar[type[Params]]
+    Params: ClassVar[type[AnyParams]]
 
     def unsupported_reason(self, model: ModelHandle) -> str | None:
         """Why this explainer cannot run on ``model`` (None when it can)."""
         return _unsupported(self.spec, model)
 
-    def resolve(self, model: ModelHandle, params: Params) -> Params:
+    def resolve(self, model: ModelHandle, params: P) -> P:
         """``params`` with every "auto" value (e.g. a 0 meaning "by image size") replaced by the
         value used on ``model``, so that stored params, cache keys and forms show what ran. This
         default has nothing to resolve; explainers with auto values override it."""
         return params
 
-    def passes(self, model: ModelHandle, params: Params) -> Passes:
+    def passes(self, model: ModelHandle, params: P) -> Passes:
         """Model passes one sample costs with ``params`` on ``model`` (the cost preview multiplies
         them by the model's measured pass time). This default, one forward and one backward pass,
         fits single-gradient methods; explainers that do more override it."""
@@ -278,7 +286,7 @@ class Explainer(ABC):
         model: ModelHandle,
         x: torch.Tensor,
         target: torch.Tensor,
-        params: Params,
+        params: P,
         background: torch.Tensor | None = None,
     ) -> Result:
         """Explain ``x`` (on the model's device) for class indices ``target`` (B,)."""
@@ -295,7 +303,7 @@ class Prepared:
     inputs: dict[str, Any]
 
 
-class Analysis(ABC):
+class Analysis(ABC, Generic[P]):
     """A method whose result is one artifact over a dataset slice rather than one map per sample:
     rule sets, pathway graphs, embeddings (DESIGN.md, "Result kinds").
 
@@ -306,22 +314,22 @@ class Analysis(ABC):
     named arrays, which the store keeps as one artifact (``worker.analyses.run_analysis``)."""
 
     spec: ClassVar[Spec]
-    Params: ClassVar[type[Params]]
+    Params: ClassVar[type[AnyParams]]
 
     def unsupported_reason(self, model: ModelHandle) -> str | None:
         """Why this analysis cannot run on ``model`` (None when it can)."""
         return _unsupported(self.spec, model)
 
-    def resolve(self, model: ModelHandle, params: Params) -> Params:
+    def resolve(self, model: ModelHandle, params: P) -> P:
         """As :meth:`Explainer.resolve`: auto values replaced by the values used on ``model``."""
         return params
 
     @abstractmethod
-    def prepare(self, model: ModelHandle, dataset: Any, params: Params) -> Prepared:
+    def prepare(self, model: ModelHandle, dataset: Any, params: P) -> Prepared:
         """The samples and arrays this analysis reads from ``dataset`` (a ``data.base.Dataset``)."""
 
     @abstractmethod
-    def compute(self, model: ModelHandle, params: Params, inputs: dict[str, Any]
+    def compute(self, model: ModelHandle, params: P, inputs: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Run on the worker: ``(info, arrays)``; ``info`` must survive a JSON round trip."""
 
@@ -335,14 +343,12 @@ class ArtifactView:
     KIND: ClassVar[str]
 
     def __init__(self, artifact: Any) -> None:
-        from explainers.runner import ExplainError
-
         if artifact.kind != self.KIND:
             raise ExplainError(f"stored result {artifact.key} is a {artifact.kind!r} result, not {self.KIND}")
         self.artifact = artifact
 
     @classmethod
-    def from_artifact(cls, artifact: Any) -> "ArtifactView":
+    def from_artifact(cls, artifact: Any) -> Self:
         """Wrap a stored artifact; one of another kind is a user error (ExplainError)."""
         return cls(artifact)
 

@@ -1,10 +1,9 @@
 """How many rows a model pass should take at once, from the widest layer output of one row.
 
 On a CPU a pass over a batch whose activations fit in cache costs far less per row than one that
-spills: measured on 2 cores, ms per row at 16 / 64 / 128 rows, forward only: shapes_cnn 0.39 / 0.63 /
-0.69 (its widest layer output holds 2**16 values per row), digits_cnn 0.13 / 0.11 / 0.15 (2**14 per
-row); forward + backward, shapes_cnn at 16 / 256 rows: 0.68 / 1.35. So CPU passes take as many rows
-as keep the widest output near :data:`PASS_VALUES` values; other devices keep the caller's size.
+spills (measured per row at several batch sizes: bench/results/design_measurements.md). So CPU
+passes take as many rows as keep the widest output near :data:`PASS_VALUES` values; other devices
+keep the caller's size.
 """
 from __future__ import annotations
 
@@ -13,6 +12,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from explainers._common import hooks
 
 PASS_VALUES = {"cpu": 2**20}
 """By device type: values the widest layer output of one pass's batch may hold."""
@@ -29,17 +31,15 @@ def _output_sizes(module: nn.Module) -> Iterator[list[int]]:
         if isinstance(out, torch.Tensor):
             sizes.append(out.numel())
 
-    handles = []
-    try:
-        try:
-            for sub in module.modules():
-                handles.append(sub.register_forward_hook(record))
-        except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
-            pass
+    def register() -> Iterator[RemovableHandle]:
+        for sub in module.modules():
+            try:
+                yield sub.register_forward_hook(record)
+            except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
+                return
+
+    with hooks(register()):
         yield sizes
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _rows(widest: int, device: torch.device, default: int) -> int:

@@ -12,102 +12,23 @@ attribution to the explainer contract (explainers/base.py):
 
 Captum is imported inside ``explain`` so that listing explainers stays cheap.
 
-The small helpers here (:func:`check_inputs`, :func:`sample_seed`, :func:`seeded`,
-:func:`reference_input`) are shared with ``explainers.shap_ref``.
+Input checks, baselines and per-sample seeding come from :mod:`explainers._common`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from explainers._common import BASELINE_HELP, BASELINES, check_inputs, reference_input, sample_seed, seeded
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
 from model_registry.base import ModelHandle
 
-BASELINES = ("normalized_zero", "zero", "background_mean")
-_BASELINE_HELP = (
-    "reference input: normalized_zero = the input that is zero after the model's own normalisation "
-    "(black when the model has none); zero = all zeros in input space; background_mean = mean of the "
-    "background reference samples"
-)
 _FORWARD_ELEMENTS = 2**22  # input values per forward pass (16 MB of float32); never changes results
 _MAX_FORWARD_ROWS = 4096
-
-
-# -- shared helpers --------------------------------------------------------------------------------
-
-
-def check_inputs(explainer_id: str, model: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Validate ``x`` against the model's input shape and ``target`` against its classes; return
-    the target as a LongTensor on ``x``'s device. Messages name the explainer and the model."""
-    if tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise ValueError(
-            f"{explainer_id}: model {model.id!r} expects samples of shape {tuple(model.input_shape)}, "
-            f"got a batch of shape {tuple(x.shape)}"
-        )
-    target = torch.as_tensor(target).to(device=x.device, dtype=torch.long).reshape(-1)
-    if len(target) != len(x):
-        raise ValueError(f"{explainer_id}: target has {len(target)} entries for a batch of {len(x)} samples")
-    n_classes = len(model.classes)
-    bad = target[(target < 0) | (target >= n_classes)]
-    if bad.numel():
-        raise ValueError(
-            f"{explainer_id}: target class(es) {bad[:5].tolist()} out of range for model {model.id!r} "
-            f"with {n_classes} classes"
-        )
-    return target
-
-
-def sample_seed(seed: int, sample: torch.Tensor) -> int:
-    """A 32-bit seed from ``seed`` and the sample's bytes: the same sample always draws the same
-    noise, whatever batch it arrives in."""
-    digest = hashlib.sha256(str(int(seed)).encode())
-    digest.update(sample.detach().cpu().contiguous().numpy().tobytes())
-    return int.from_bytes(digest.digest()[:4], "little")
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with torch (CPU and ``device``) and ``np.random`` seeded to ``seed``; the
-    global generator states are restored afterwards (Captum draws from both)."""
-    devices = [device] if device.type == "cuda" else []
-    np_state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            yield
-    finally:
-        np.random.set_state(np_state)
-
-
-def _background_mean(model: ModelHandle, x: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
-    if background is None or len(background) == 0:
-        raise ValueError(f"baseline 'background_mean' needs background samples; none were given for {model.id!r}")
-    return background.to(device=x.device, dtype=x.dtype).mean(dim=0)
-
-
-_REFERENCES: dict[str, Callable[[ModelHandle, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
-    "normalized_zero": lambda model, x, background: model.baseline_value(),
-    "zero": lambda model, x, background: torch.zeros(()),
-    "background_mean": _background_mean,
-}
-
-
-def reference_input(
-    model: ModelHandle, x: torch.Tensor, choice: str, background: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The baseline named ``choice`` (one of :data:`BASELINES`) as a 1×(sample shape) tensor on
-    ``x``'s device and dtype, ready for Captum's ``baselines=``."""
-    if choice not in _REFERENCES:
-        raise ValueError(f"unknown baseline {choice!r}; known: {list(BASELINES)}")
-    ref = _REFERENCES[choice](model, x, background).to(device=x.device, dtype=x.dtype)
-    return ref.expand(x.shape[1:]).unsqueeze(0).contiguous()
 
 
 def _leaf(x: torch.Tensor) -> torch.Tensor:
@@ -179,10 +100,10 @@ class IntegratedGradientsParams(Params):
         choices=("gausslegendre", "riemann_middle", "riemann_left", "riemann_right"),
         help="quadrature rule for the path integral (Captum's approximation method)",
     )
-    baseline: str = param("normalized_zero", choices=BASELINES, help=_BASELINE_HELP)
+    baseline: str = param("normalized_zero", choices=BASELINES, help=BASELINE_HELP)
 
 
-class IntegratedGradients(Explainer):
+class IntegratedGradients(Explainer[IntegratedGradientsParams]):
     """Integrated Gradients (Sundararajan, Taly, Yan, "Axiomatic Attribution for Deep Networks",
     ICML 2017, eq. 1): (x − x') ⊙ ∫₀¹ ∇f(x' + α(x − x')) dα. ``extras["convergence_delta"]`` is
     the per-sample completeness gap Σ attributions − (f(x) − f(x')). Captum's ``riemann_trapezoid``
@@ -199,11 +120,12 @@ class IntegratedGradients(Explainer):
     )
     Params = IntegratedGradientsParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: IntegratedGradientsParams) -> Passes:
         """n_steps path points (forward + backward) and f(x), f(x') for the convergence delta."""
         return Passes.exact(params.n_steps + 2, params.n_steps)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: IntegratedGradientsParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import IntegratedGradients as CaptumIG
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -225,7 +147,7 @@ class SaliencyParams(Params):
     abs: bool = param(True, help="take |gradient| (Simonyan et al.); off keeps the sign")
 
 
-class Saliency(Explainer):
+class Saliency(Explainer[SaliencyParams]):
     """Vanilla gradient saliency (Simonyan, Vedaldi, Zisserman, "Deep Inside Convolutional
     Networks", ICLR workshop 2014, eq. 3): ∂f_target/∂x, absolute by default, summed over channels."""
 
@@ -239,7 +161,8 @@ class Saliency(Explainer):
     )
     Params = SaliencyParams
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: SaliencyParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import Saliency as CaptumSaliency
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -252,7 +175,7 @@ class InputXGradientParams(Params):
     """Input × Gradient has no settings."""
 
 
-class InputXGradient(Explainer):
+class InputXGradient(Explainer[InputXGradientParams]):
     """Input × Gradient (Shrikumar, Greenside, Shcherbina, Kundaje, "Not Just a Black Box",
     arXiv 1605.01713, 2016): x ⊙ ∂f_target/∂x, summed over channels."""
 
@@ -266,7 +189,8 @@ class InputXGradient(Explainer):
     )
     Params = InputXGradientParams
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: InputXGradientParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import InputXGradient as CaptumIxG
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -278,7 +202,7 @@ class GradCamParams(Params):
     relu: bool = param(True, help="ReLU on the weighted activation sum (eq. 2 of Selvaraju et al.); off keeps negative evidence")
 
 
-class GradCam(Explainer):
+class GradCam(Explainer[GradCamParams]):
     """Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization", ICCV 2017, eqs. 1–2) on ``model.gradcam_layer``: channel weights
     are spatially averaged gradients; the weighted activation map is upsampled bilinearly to H×W."""
@@ -294,7 +218,8 @@ class GradCam(Explainer):
     )
     Params = GradCamParams
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: GradCamParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import LayerAttribution, LayerGradCam
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -315,10 +240,10 @@ class GradCam(Explainer):
 class OcclusionParams(Params):
     window: int = param(0, low=0, high=4096, help="square occlusion window in pixels; 0 = auto: max(2, side // 8)")
     stride: int = param(0, low=0, high=4096, help="window step in pixels; 0 = auto: max(1, window // 2)")
-    fill: str = param("normalized_zero", choices=BASELINES, help="value the window is filled with; " + _BASELINE_HELP)
+    fill: str = param("normalized_zero", choices=BASELINES, help="value the window is filled with; " + BASELINE_HELP)
 
 
-class Occlusion(Explainer):
+class Occlusion(Explainer[OcclusionParams]):
     """Occlusion (Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV
     2014, §4.2): slide a window over the image (all channels), fill it, and give each pixel the
     mean drop f(x) − f(x_occluded) over the windows covering it (Captum adds edge windows so every
@@ -334,12 +259,12 @@ class Occlusion(Explainer):
     )
     Params = OcclusionParams
 
-    def resolve(self, model, params: OcclusionParams) -> OcclusionParams:
+    def resolve(self, model: ModelHandle, params: OcclusionParams) -> OcclusionParams:
         """``window`` and ``stride`` 0 replaced by the auto rule's values for the model's image side."""
         window = _window(model, self.spec.id, params.window)
         return replace(params, window=window, stride=params.stride or max(1, window // 2))
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: OcclusionParams) -> Passes:
         """f(x) plus one forward per window position (Captum's count: ceil((side − window) / stride) + 1
         per axis)."""
         window = _window(model, self.spec.id, params.window)
@@ -347,7 +272,8 @@ class Occlusion(Explainer):
         height, width = model.input_shape[-2:]
         return Passes.exact(1 + math.prod(math.ceil((side - window) / stride) + 1 for side in (height, width)))
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: OcclusionParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import Occlusion as CaptumOcclusion
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -368,7 +294,7 @@ class Occlusion(Explainer):
 @dataclass(frozen=True)
 class FeatureAblationParams(Params):
     cell: int = param(0, low=0, high=4096, help="images: square grid cell ablated as one feature; 0 = auto: max(2, side // 8). Tables ablate one feature at a time")
-    fill: str = param("normalized_zero", choices=BASELINES, help="value ablated features are set to; " + _BASELINE_HELP)
+    fill: str = param("normalized_zero", choices=BASELINES, help="value ablated features are set to; " + BASELINE_HELP)
 
 
 def _grid_mask(height: int, width: int, cell: int, device: torch.device) -> torch.Tensor:
@@ -379,7 +305,7 @@ def _grid_mask(height: int, width: int, cell: int, device: torch.device) -> torc
     return (rows[:, None] * n_cols + cols[None, :]).reshape(1, 1, height, width)
 
 
-class FeatureAblation(Explainer):
+class FeatureAblation(Explainer[FeatureAblationParams]):
     """Feature ablation (the perturbation baseline of Zeiler & Fergus 2014, as in Captum): replace
     one feature group by the fill value and record f(x) − f(x_ablated) for every member. Groups are
     grid cells (all channels) for images and single features for tables."""
@@ -394,13 +320,13 @@ class FeatureAblation(Explainer):
     )
     Params = FeatureAblationParams
 
-    def resolve(self, model, params: FeatureAblationParams) -> FeatureAblationParams:
+    def resolve(self, model: ModelHandle, params: FeatureAblationParams) -> FeatureAblationParams:
         """``cell`` 0 replaced by the auto rule's value for the model's image side (tables ignore it)."""
         if len(model.input_shape) == 1:
             return params
         return replace(params, cell=_window(model, self.spec.id, params.cell))
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: FeatureAblationParams) -> Passes:
         """f(x) plus one forward per feature group (grid cell for images, feature for tables)."""
         if len(model.input_shape) == 1:
             return Passes.exact(1 + model.input_shape[0])
@@ -408,7 +334,8 @@ class FeatureAblation(Explainer):
         height, width = model.input_shape[-2:]
         return Passes.exact(1 + math.ceil(height / cell) * math.ceil(width / cell))
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: FeatureAblationParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import FeatureAblation as CaptumAblation
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -436,7 +363,7 @@ class GradientShapParams(Params):
     seed: int = param(0, low=0, high=2**31 - 1, help="random seed (combined with each sample's bytes)")
 
 
-class GradientShap(Explainer):
+class GradientShap(Explainer[GradientShapParams]):
     """GradientSHAP (Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions",
     NeurIPS 2017; expected-gradients form as in Captum): E over baselines b ~ background and
     α ~ U(0,1) of (x − b) ⊙ ∇f(b + α(x − b)). Needs ``background``."""
@@ -452,11 +379,12 @@ class GradientShap(Explainer):
     )
     Params = GradientShapParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: GradientShapParams) -> Passes:
         """One forward + backward per (baseline, path point) draw."""
         return Passes.exact(params.n_samples, params.n_samples)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: GradientShapParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import GradientShap as CaptumGradientShap
 
         target = check_inputs(self.spec.id, model, x, target)
@@ -486,7 +414,7 @@ class SmoothGradParams(Params):
     seed: int = param(0, low=0, high=2**31 - 1, help="random seed (combined with each sample's bytes)")
 
 
-class SmoothGrad(Explainer):
+class SmoothGrad(Explainer[SmoothGradParams]):
     """SmoothGrad (Smilkov, Thorat, Kim, Viégas, Wattenberg, "SmoothGrad: removing noise by adding
     noise", arXiv 1706.03825, 2017, eq. 3): the gradient saliency averaged over Gaussian-noised
     copies of the input (Captum NoiseTunnel over Saliency)."""
@@ -502,11 +430,12 @@ class SmoothGrad(Explainer):
     )
     Params = SmoothGradParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: SmoothGradParams) -> Passes:
         """One forward + backward per noisy copy."""
         return Passes.exact(params.nt_samples, params.nt_samples)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: SmoothGradParams,
+                background: torch.Tensor | None = None) -> Result:
         from captum.attr import NoiseTunnel
         from captum.attr import Saliency as CaptumSaliency
 

@@ -20,13 +20,17 @@ and, for attributions, one ``metric_<name>`` array per numeric metric of the sto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from explainers.base import Analysis, Params, Prepared, Spec, param
-from explainers.runner import ExplainError
+from data.base import Dataset, parse_samples
+from data.lazy import Rows
+from explainers._common import classifier_layer, hooks
+from explainers.base import Analysis, ExplainError, Params, Prepared, Spec, param
+from model_registry.base import ModelHandle
 
 SOURCES = ("activations", "attributions")
 
@@ -46,21 +50,17 @@ class EmbeddingParams(Params):
                       group="UMAP")
 
 
-def _classifier(model: nn.Module) -> nn.Linear | None:
-    """The last ``nn.Linear``: its input is the penultimate activation."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
-
-
-def penultimate(model, x: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(N×d penultimate activations, N×classes probabilities) of ``x`` on the model's device."""
-    layer = _classifier(model.module)
+def penultimate(model: ModelHandle, x: torch.Tensor | np.ndarray | Rows,
+                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(N×d penultimate activations, N×classes probabilities) of ``x`` on the model's device; lazy
+    rows (``data.lazy.Rows``) are read one batch at a time."""
+    layer = classifier_layer(model.module)
+    if layer is None:
+        raise ExplainError(f"model {model.id!r} has no nn.Linear classifier layer whose input could be embedded")
     seen: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach().flatten(1).cpu()))
-    try:
-        logits = model.logits(x, batch_size=batch_size)
-    finally:
-        handle.remove()
+    with hooks([layer.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].detach().flatten(1).cpu()))]):
+        logits = torch.cat([model.logits(torch.as_tensor(np.asarray(x[s:s + batch_size])), batch_size=batch_size)
+                            for s in range(0, len(x), batch_size)])
     return torch.cat(seen).float().numpy(), torch.softmax(logits, dim=1).numpy()
 
 
@@ -80,7 +80,7 @@ def umap_layout(features: np.ndarray, n_neighbors: int, min_dist: float, seed: i
         return reducer.fit_transform(features).astype(np.float32)
 
 
-class UmapEmbedding(Analysis):
+class UmapEmbedding(Analysis[EmbeddingParams]):
     """UMAP of penultimate activations or of attribution maps (see the module docstring)."""
 
     spec = Spec(
@@ -95,36 +95,50 @@ class UmapEmbedding(Analysis):
     )
     Params = EmbeddingParams
 
-    def prepare(self, model, dataset, params: EmbeddingParams) -> Prepared:
-        from loupe import parse_samples
-
+    def prepare(self, model: ModelHandle, dataset: Dataset, params: EmbeddingParams) -> Prepared:
         ids = parse_samples(params.samples, len(dataset))
         if len(ids) <= params.n_neighbors:
             raise ExplainError(f"an embedding needs more samples ({len(ids)}) than n_neighbors ({params.n_neighbors})")
-        labels = dataset.labels(ids)
+        labels = dataset.model_labels(model.classes, ids)
         if params.source == "activations":
-            if not isinstance(model.module, nn.Module) or _classifier(model.module) is None:
+            if not isinstance(model.module, nn.Module) or classifier_layer(model.module) is None:
                 raise ExplainError(f"model {model.id!r} has no nn.Linear classifier layer whose input could be embedded")
-            return Prepared(ids, {"x": dataset.inputs(ids).numpy(), "labels": labels})
+            return Prepared(ids, {"x": dataset.samples(ids), "labels": labels})
         return Prepared(ids, {"labels": labels, **self._stored_maps(model, dataset, ids, params.explainer)})
 
     @staticmethod
-    def _stored_maps(model, dataset, ids: list[int], explainer: str) -> dict[str, np.ndarray]:
-        """The stored run of ``explainer`` (default params) over ``ids``: maps, predictions and metrics."""
-        from worker.batch import find_stored, make_request
+    def _stored_maps(model: ModelHandle, dataset: Dataset, ids: list[int], explainer_id: str) -> dict[str, np.ndarray]:
+        """The stored run of ``explainer_id`` (default params, predicted target) over ``ids``: maps,
+        predictions and metrics, read from the store (one lookup; nothing is computed here)."""
+        from explainers.registry import get_explainer
+        from explainers.runner import check_compatible, run_fields
+        from store.keys import RunNotFound, run_key
+        from store.runs import Store
 
-        res = find_stored(make_request(model, dataset, ids, explainer))
-        if res is None:
-            raise ExplainError(f"no stored {explainer} maps for these {len(ids)} samples of {dataset.id} on {model.id}; "
-                               "explain them first (the Embeddings page does this for you)")
-        metrics = {f"metric_{name}": np.array([m.get(name) for m in res.metrics], dtype=np.float64)
-                   for name, value in res.metrics[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
-        return {"maps": res.attributions, "predictions": res.predictions, "confidences": res.confidences, **metrics}
+        explainer = get_explainer(explainer_id)
+        reason = explainer.unsupported_reason(model)
+        if reason:
+            raise ExplainError(reason)
+        check_compatible(model, dataset)
+        dataset.check_ids(ids)
+        fields = run_fields(model, dataset, ids, explainer.spec.id, explainer.Params().to_dict(), "predicted")
+        try:
+            items = Store().get_run(run_key(**fields)).items
+        except RunNotFound:
+            raise ExplainError(f"no stored {explainer_id} maps for these {len(ids)} samples of {dataset.id} on "
+                               f"{model.id}; explain them first (the Embeddings page does this for you)") from None
+        metrics = {f"metric_{name}": np.array([rec.metrics.get(name) for rec in items], dtype=np.float64)
+                   for name, value in items[0].metrics.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        return {"maps": np.stack([np.asarray(rec.map) for rec in items]),
+                "predictions": np.array([rec.prediction for rec in items], dtype=np.int64),
+                "confidences": np.array([rec.confidence for rec in items], dtype=np.float32), **metrics}
 
-    def compute(self, model, params: EmbeddingParams, inputs):
+    def compute(self, model: ModelHandle, params: EmbeddingParams, inputs: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {k: v for k, v in inputs.items() if k not in ("x", "maps")}
         if params.source == "activations":
-            features, probs = penultimate(model, torch.from_numpy(inputs["x"]))
+            features, probs = penultimate(model, inputs["x"])
             arrays.update(predictions=probs.argmax(1), confidences=probs.max(1))
         else:
             flat = np.asarray(inputs["maps"], dtype=np.float32).reshape(len(inputs["maps"]), -1)

@@ -443,8 +443,9 @@ def randomized_model(model: ModelHandle, seed: int = 0, modules: Sequence[str] |
                 continue
             digest = hashlib.sha256(f"loupe.randomized_model:{int(seed)}:{name}".encode()).digest()
             torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
+            reset_parameters = getattr(sub, "reset_parameters", None)
+            if callable(reset_parameters):
+                reset_parameters()
                 continue
             for p in own:
                 std = float(p.std()) if p.numel() > 1 else 1.0

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explainers._common import check_inputs, classifier_layer, hooks
 from explainers.base import Explainer, Params, Passes, Result, Spec, param, preset_choice, preset_param
 from explainers.batching import measured_pass
-from explainers.captum_ref import check_inputs
 from model_registry.base import ModelHandle
 
 AUG_FIELDS = (
@@ -271,28 +271,26 @@ _FILLS: dict[str, Callable[[ModelHandle, torch.Tensor], torch.Tensor]] = {
 
 
 def _classifier_input(model: ModelHandle) -> nn.Linear:
-    """The last ``nn.Linear`` of the model: the layer whose input is the penultimate feature."""
-    linears = [m for m in model.module.modules() if isinstance(m, nn.Linear)]
-    if not linears:
+    """The layer whose input is the penultimate feature (:func:`explainers._common.classifier_layer`)."""
+    layer = classifier_layer(model.module)
+    if layer is None:
         raise ValueError(f"osa_das: feature 'penultimate' needs an nn.Linear classifier layer; model {model.id!r} has none")
-    return linears[-1]
+    return layer
 
 
 @contextlib.contextmanager
 def _penultimate(model: ModelHandle) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """A feature function returning the input of the classifier layer; the hook is removed on exit."""
     seen: list[torch.Tensor] = []
-    handle = _classifier_input(model).register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
 
     def features(rows: torch.Tensor) -> torch.Tensor:
         seen.clear()
         model.module(rows)
         return seen[-1].flatten(1)
 
-    try:
+    layer = _classifier_input(model)
+    with hooks([layer.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))]):
         yield features
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
@@ -366,13 +364,13 @@ class OsaDasParams(Params):
     presets: ClassVar[dict] = {"loupe": LOUPE, "paper": PAPER}
     preset: str = preset_choice()
     n_views: int = param(8, low=1, high=64, help="augmentation views per set (view 1 is the identity)")
-    subspace_dim: int | None = preset_param(
+    subspace_dim: int = preset_param(
         low=0, high=64, help="subspace dimension k; 0 = auto by output dimension d: min(3, max(1, ⌊log10 d⌋)) "
         "(3 at 1,000 logits, 1 below 100); clipped to n_views and to half the output dimension")
     patch: int = param(0, low=0, high=4096, help="square occluder side in pixels; 0 = auto: max(2, round(side / 7)) (32 px at 224)")
     stride: int = param(0, low=0, high=4096, help="window step in pixels; 0 = auto: max(1, patch // 2)")
     occlusion: str = param("mean", choices=tuple(_FILLS), help="occluder: mean = the model's mean colour (zero after its normalisation), black, or blur = the blurred image")
-    feature: str | None = preset_param(choices=tuple(FEATURES), help="output vector spanning the subspaces: logits, softmax probabilities, or the classifier layer's input")
+    feature: str = preset_param(choices=tuple(FEATURES), help="output vector spanning the subspaces: logits, softmax probabilities, or the classifier layer's input")
     seed: int = param(0, low=0, high=2**31 - 1, help="seed of the augmentation parameters (the same views for every sample)")
     preselect: float = param(1.0, low=0.01, high=1.0, help="fraction of windows evaluated, chosen by one gradient pass (|∂ top logit/∂x| summed per window); 1 = all")
 
@@ -407,7 +405,7 @@ class _Grid:
         return self.rows @ saliency.double() @ self.cols.T
 
 
-class OsaDas(Explainer):
+class OsaDas(Explainer[OsaDasParams]):
     """OSA-DAS occlusion map (see the module docstring; spec §2)."""
 
     spec = Spec(
@@ -421,7 +419,7 @@ class OsaDas(Explainer):
     )
     Params = OsaDasParams
 
-    def resolve(self, model, params: OsaDasParams) -> OsaDasParams:
+    def resolve(self, model: ModelHandle, params: OsaDasParams) -> OsaDasParams:
         """Auto values replaced by the values used on ``model``: the window (``patch``, ``stride``)
         from the image side, k from the output dimension, and k clipped to n_views and to half the
         output dimension (:func:`subspaces`). A window that does not fit raises ValueError."""
@@ -430,7 +428,7 @@ class OsaDas(Explainer):
         k = min(params.subspace_dim or auto_subspace_dim(d), params.n_views, max(1, d // 2))
         return replace(params, patch=patch, stride=stride, subspace_dim=k)
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: OsaDasParams) -> Passes:
         """N·(1 + P') forwards for P' evaluated windows, plus one forward + backward for the
         gradient pre-selection when ``preselect`` < 1 (module docstring, "Cost")."""
         height, width = model.input_shape[-2:]
@@ -441,7 +439,8 @@ class OsaDas(Explainer):
         chosen = max(1, math.ceil(params.preselect * n_windows))
         return Passes.exact(params.n_views * (1 + chosen) + 1, 1)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: OsaDasParams,
+                background: torch.Tensor | None = None) -> Result:
         check_inputs(self.spec.id, model, x, target)
         params = self.resolve(model, params)
         height, width = x.shape[-2:]
@@ -546,8 +545,8 @@ def _run_jobs(
     rr, cc = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
     outs = []
     for start in range(0, b * per, chunk):
-        s, t, l = sample[start : start + chunk], tops[start : start + chunk], lefts[start : start + chunk]
-        inside = ((rr >= t[:, None]) & (rr < t[:, None] + patch))[:, :, None] & ((cc >= l[:, None]) & (cc < l[:, None] + patch))[:, None, :]
+        s, t, left = sample[start : start + chunk], tops[start : start + chunk], lefts[start : start + chunk]
+        inside = ((rr >= t[:, None]) & (rr < t[:, None] + patch))[:, :, None] & ((cc >= left[:, None]) & (cc < left[:, None] + patch))[:, None, :]
         occluded = torch.where(inside[:, None], fill[s] if per_sample_fill else fill, x[s])
         rows, parts = augment(occluded, views).flatten(0, 1), []
         if not micro:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import lru_cache
+from typing import Any
 
 import explainers
 from explainers.base import Analysis, Explainer
 
-_NOT_METHODS = {"base", "registry", "evaluation", "runner"}
+_NOT_METHODS = {"base", "registry", "evaluation", "runner", "results"}
 
 
 class UnknownExplainer(KeyError):
@@ -33,7 +34,8 @@ def _discover() -> tuple[dict[str, Explainer], dict[str, Analysis]]:
         if info.name in _NOT_METHODS or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"explainers.{info.name}")
-        for table, attr in zip(found, ("EXPLAINERS", "ANALYSES")):
+        tables: tuple[tuple[dict[str, Any], str], ...] = ((found[0], "EXPLAINERS"), (found[1], "ANALYSES"))
+        for table, attr in tables:
             for cls in getattr(module, attr, ()):
                 if cls.spec.id in found[0] or cls.spec.id in found[1]:
                     raise RuntimeError(f"explainer id {cls.spec.id!r} registered twice")

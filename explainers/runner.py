@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from data.base import Dataset
-from explainers.base import Analysis, Explainer, ParamError, Params, Passes, Result
+from data.classes import ClassMap
+from explainers.base import Analysis, ExplainError, Explainer, ParamError, Params, Passes, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
-from store.keys import TARGET_RULES
+from store.keys import TARGET_RULES, digest
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], object]
 """Called as ``progress(done, total)`` after each batch."""
-
-
-
-class ExplainError(ValueError):
-    """The request cannot run (incompatible model/dataset/explainer, bad target); says why."""
 
 
 def parse_target(target: str | int, n_classes: int | None = None) -> str | int:
@@ -50,6 +46,29 @@ def resolve_targets(rule: str | int, predictions: np.ndarray, labels: np.ndarray
     if rule == "label":
         return labels.astype(np.int64)
     return np.full(len(predictions), rule, dtype=np.int64)
+
+
+def keyed_hash(dataset: Dataset, ids: Sequence[int], class_map: ClassMap) -> str:
+    """The samples' content hash as cache keys see it, covering their labels as the model's class
+    indices: when the dataset's labels are not the model's indices as they are
+    (``class_map.identity``), the mapping joins the hash, so results stored under another mapping
+    are never reused."""
+    found = dataset.content_hash(ids)
+    if class_map.identity:
+        return found
+    return digest({"content_hash": found, "model_labels": list(class_map.index)})
+
+
+def run_fields(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], explainer_id: str,
+               params: dict[str, Any], target: str | int) -> dict[str, Any]:
+    """What the stored run of explaining ``sample_ids`` is keyed by (:func:`store.keys.run_key`'s
+    fields): the model and its weights, the dataset, the samples and their content hash, the
+    explainer and its version, the params (all of them, defaults filled) and the target rule."""
+    spec = get_explainer(explainer_id).spec
+    ids = [int(i) for i in sample_ids]
+    return {"model_id": model.id, "weights_hash": model.weights_hash, "dataset_id": dataset.id, "sample_ids": ids,
+            "content_hash": keyed_hash(dataset, ids, dataset.class_map_for(model.classes)), "explainer_id": spec.id, "explainer_version": spec.version,
+            "params": params, "target": target}
 
 
 def check_compatible(model: ModelHandle, dataset: Dataset) -> None:
@@ -78,14 +97,23 @@ def _merge_extras(parts: list[tuple[int, dict]]) -> dict:
     return merged
 
 
-def resolved_params(method: Explainer | Analysis, model: ModelHandle, params: Params | dict | None) -> Params:
+def _own_params(method: Explainer | Analysis, params: Params | dict[str, Any] | None) -> Params:
+    """``params`` as the method's own Params: an instance of that class as it is, else validated
+    from a dict (None: the defaults)."""
+    if isinstance(params, method.Params):
+        return params
+    if isinstance(params, Params):
+        raise ParamError(f"{method.spec.id} takes {method.Params.__name__}, not {type(params).__name__}")
+    return method.Params.from_dict(params)
+
+
+def resolved_params(method: Explainer | Analysis, model: ModelHandle, params: Params | dict[str, Any] | None) -> Params:
     """``params`` validated, with the preset applied and every auto value replaced by the value used
     on ``model`` (``method.resolve``): what runs, what the cache key covers and what is stored and
     shown. A setting that cannot fit the model (e.g. a window larger than the image) is an
     ExplainError."""
-    p = params if isinstance(params, method.Params) else method.Params.from_dict(params or {})
     try:
-        return method.resolve(model, p)
+        return method.resolve(model, _own_params(method, params))
     except ParamError:
         raise
     except ValueError as err:
@@ -117,6 +145,7 @@ def explain_samples(
     """Explain ``sample_ids`` of ``dataset`` with one explainer; returns a filled :class:`Result`.
 
     ``batch_size`` only chunks the work: explainers are batch invariant, so it never changes results.
+    Labels are the model's class indices (``data.classes``); ``target="label"`` needs them mapped.
     """
     from explainers.evaluation import evaluate_with_curves
 
@@ -129,9 +158,12 @@ def explain_samples(
         raise ExplainError(f"batch_size must be ≥ 1, got {batch_size}")
     p = resolved_params(explainer, model, params)
     ids = [int(i) for i in dataset.check_ids(sample_ids)]
+    class_map = dataset.class_map_for(model.classes)
+    if parse_target(target) == "label":
+        class_map.require(model.id, dataset.id)
     started = time.perf_counter()
     x = dataset.inputs(ids)
-    labels = dataset.labels(ids)
+    labels = class_map.labels(dataset.labels(ids))
     masks = dataset.masks(ids)
     probs = torch.softmax(model.logits(x, batch_size=max(batch_size, 64)), dim=1).numpy()
     predictions = probs.argmax(1)

@@ -48,8 +48,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from explainers._common import BASELINES, check_inputs, reference_input
 from explainers.base import Explainer, ParamError, Params, Passes, Result, Spec, param, preset_choice, preset_param
-from explainers.captum_ref import BASELINES, check_inputs, reference_input
 from explainers.evaluation import blur
 from model_registry.base import ModelHandle
 
@@ -99,17 +99,17 @@ class SampParams(Params):
         0, low=0, high=2**24,
         help="pixels moved per step; 0 = auto by image size (10 up to 32×32, 3584 at 224×224, a power law between)",
     )
-    n_frag: int | None = preset_param(
+    n_frag: int = preset_param(
         low=0, high=100_000,
         help="infinitesimal constraint (IC): each step's l1 length is at most 1/n_frag of the path's; 0 = off",
     )
-    momentum: float | None = preset_param(
+    momentum: float = preset_param(
         low=0.0, high=0.99,
         help="momentum strategy (MS): weight of the previous gradient average in the moving average; 0 = off",
     )
     paths: str = param("both", choices=PATHS, help="deletion (x → baseline), insertion (blur(x) → x), or both")
-    reduction: str | None = preset_param(choices=REDUCTIONS, help=REDUCTION_HELP)
-    quadrature: str | None = preset_param(choices=QUADRATURES, help=QUADRATURE_HELP)
+    reduction: str = preset_param(choices=REDUCTIONS, help=REDUCTION_HELP)
+    quadrature: str = preset_param(choices=QUADRATURES, help=QUADRATURE_HELP)
     blur_kernel: int = param(11, low=1, high=255, help="odd Gaussian kernel length of the insertion start blur(x) (paper: 11 at 28–32 px, 31 at 224 px)")
     blur_sigma: float = param(5.0, low=0.01, high=100.0, help="standard deviation of the blur, in pixels")
     baseline: str = param(
@@ -183,6 +183,8 @@ def step_credit(rule: str, step: _Step, grad: torch.Tensor, logit: torch.Tensor)
       the exact-completeness option)."""
     if rule == "left":
         return step.left
+    if step.grad is None or step.delta is None:
+        raise ValueError(f"the {rule!r} quadrature needs each step's raw gradient and displacement")
     w = 0.5 * ((step.grad + grad) * step.delta).sum(dim=1)
     if rule == "trapezoid":
         return w
@@ -300,7 +302,7 @@ def _endpoints(
     return {name: table[name]() for name in _PATH_NAMES[params.paths]}
 
 
-class Samp(Explainer):
+class Samp(Explainer[SampParams]):
     """SAMP / SAMP+MS / SAMP+IC / SAMP++ (see the module docstring). ``extras`` per path p
     (``deletion``/``insertion``), one row per sample: ``p_path_logits`` (B×(guard + 1) target
     logits along the path from start to end, NaN-padded), ``p_steps``, ``p_output_change``
@@ -320,14 +322,14 @@ class Samp(Explainer):
     )
     Params = SampParams
 
-    def resolve(self, model, params: SampParams) -> SampParams:
+    def resolve(self, model: ModelHandle, params: SampParams) -> SampParams:
         """``pixels_per_step`` 0 replaced by :func:`auto_pixels_per_step` of the model's image size."""
         if params.pixels_per_step or len(model.input_shape) != 3:
             return params
         height, width = model.input_shape[-2:]
         return replace(params, pixels_per_step=auto_pixels_per_step(height * width))
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: SampParams) -> Passes:
         """Per path, one forward + backward per step and one more at its end (the gradient that
         closes the last step, which also gives f(end)). Steps depend on the data: with
         m = ceil(P / pixels_per_step) for P ≤ H·W active pixels, m steps without IC (at most
@@ -339,7 +341,8 @@ class Samp(Explainer):
         n_paths = len(_PATH_NAMES[params.paths])
         return Passes((n_paths * (low + 1), n_paths * (high + 1)), (n_paths * (low + 1), n_paths * (high + 1)))
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: SampParams,
+                background: torch.Tensor | None = None) -> Result:
         target = check_inputs(self.spec.id, model, x, target)
         if x.dim() != 4:
             raise ValueError(f"samp: model {model.id!r} takes inputs of shape {tuple(x.shape[1:])}; SAMP needs C×H×W images")

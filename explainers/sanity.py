@@ -24,20 +24,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainers.base import Analysis, ParamError, Params, Prepared, Spec, param
+from explainers.base import Analysis, ExplainError, Explainer, ParamError, Params, Prepared, Spec, param
 from explainers.evaluation import randomized_model, spearman
-from explainers.runner import ExplainError
+from explainers.runner import check_compatible, parse_target, resolve_targets
 from model_registry.base import ModelHandle
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+          nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm)
 _SSIM_WINDOW, _SSIM_SIGMA, _C1, _C2 = 11, 1.5, 0.01**2, 0.03**2
 
 
@@ -50,6 +52,7 @@ class Unit:
 
 
 def _has_params(module: nn.Module) -> bool:
+    """Whether ``module`` or any of its children holds a parameter."""
     return any(True for _ in module.parameters())
 
 
@@ -94,7 +97,10 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     k = (k / k.sum())
     w = (k[:, None] * k[None, :])[None, None]
     pad = (size // 2,) * 4
-    mean = lambda z: F.conv2d(F.pad(z, pad, mode="reflect"), w)  # noqa: E731
+
+    def mean(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(z, pad, mode="reflect"), w)
+
     mx, my = mean(x), mean(y)
     vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
     s = ((2 * mx * my + _C1) * (2 * cxy + _C2)) / ((mx**2 + my**2 + _C1) * (vx + vy + _C2))
@@ -152,15 +158,15 @@ class SanityParams(Params):
             raise ParamError(f"explainer_params must be a JSON object, got {self.explainer_params!r}")
 
 
-def request(explainer: str, params: dict | None, sample_ids: list[int], target: str | int = "predicted",
-            seed: int = 0, threshold: float = 0.7) -> dict:
+def request(explainer: str, params: dict[str, Any] | None, sample_ids: list[int], target: str | int = "predicted",
+            seed: int = 0, threshold: float = 0.7) -> dict[str, Any]:
     """The :class:`SanityParams` values that check ``explainer`` with ``params`` on ``sample_ids``."""
     return {"explainer": explainer, "explainer_params": json.dumps(params or {}, sort_keys=True),
             "samples": ",".join(str(int(i)) for i in sample_ids), "target": str(target), "seed": seed,
             "threshold": threshold}
 
 
-class SanityCheck(Analysis):
+class SanityCheck(Analysis[SanityParams]):
     """Cascading model randomisation (see the module docstring)."""
 
     spec = Spec(
@@ -184,23 +190,24 @@ class SanityCheck(Analysis):
     def resolve(self, model: ModelHandle, params: SanityParams) -> SanityParams:
         """The explainer's params with its preset and auto values resolved for ``model`` (canonical
         JSON), so equal requests share one stored result."""
-        from dataclasses import replace
-
         explainer = _explainer(params.explainer, model)
         inner = explainer.resolve(model, explainer.Params.from_dict(json.loads(params.explainer_params)))
         return replace(params, explainer_params=inner.to_json())
 
-    def prepare(self, model, dataset, params: SanityParams) -> Prepared:
-        from explainers.runner import check_compatible
-
+    def prepare(self, model: ModelHandle, dataset: Any, params: SanityParams) -> Prepared:
+        """The samples (as arrays: the check reads each once per stage), their labels as the model's
+        class indices, and the explainer's background."""
         check_compatible(model, dataset)
         ids = [int(i) for i in dataset.check_ids([int(part) for part in params.samples.split(",")])]
-        return Prepared(ids, {"x": dataset.inputs(ids).numpy(), "labels": dataset.labels(ids), "sample_ids": ids,
-                              "background": dataset.background(32).numpy()})
+        class_map = dataset.class_map_for(model.classes)
+        if parse_target(params.target, len(model.classes)) == "label":
+            class_map.require(model.id, dataset.id)
+        return Prepared(ids, {"x": dataset.inputs(ids).numpy(), "labels": class_map.labels(dataset.labels(ids)),
+                              "sample_ids": ids, "background": dataset.background(32).numpy()})
 
-    def compute(self, model, params: SanityParams, inputs):
-        from explainers.runner import resolve_targets
-
+    def compute(self, model: ModelHandle, params: SanityParams, inputs: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Explain with the trained model, then at every cascade stage (module docstring)."""
         explainer = _explainer(params.explainer, model)
         chosen = explainer.Params.from_dict(json.loads(params.explainer_params))
         x = torch.from_numpy(inputs["x"]).to(model.device)
@@ -230,7 +237,7 @@ class SanityCheck(Analysis):
             median = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in rho_arr])
         labels = [u.label for u in units]
         outcome, sentence = verdict(median, labels, params.threshold)
-        arrays = {"trained_maps": trained.astype(np.float16), "randomized_maps": np.stack(randomised).astype(np.float16),
+        arrays: dict[str, np.ndarray] = {"trained_maps": trained.astype(np.float16), "randomized_maps": np.stack(randomised).astype(np.float16),
                   "spearman": rho_arr, "spearman_median": median, "targets": targets.cpu().numpy(),
                   "predictions": predictions, "labels": np.asarray(inputs["labels"])}
         if structure:
@@ -245,11 +252,12 @@ class SanityCheck(Analysis):
 
 
 def _plain(value: float) -> float | None:
+    """JSON-safe: NaN becomes None."""
     return None if math.isnan(value) else float(value)
 
 
 def _annotation(params: SanityParams, outcome: str, sample_ids: list[int], targets: np.ndarray, rho: np.ndarray,
-                structure: np.ndarray | None, stage: int) -> dict:
+                structure: np.ndarray | None, stage: int) -> dict[str, Any]:
     """The columns this check adds to the export rows of the runs it checked (``store.export``
     matches them by explainer, params, sample and target): the verdict, and per sample the Spearman
     at the judged stage and with every layer random, and the SSIM at the judged stage (images)."""
@@ -266,7 +274,7 @@ def _annotation(params: SanityParams, outcome: str, sample_ids: list[int], targe
             "samples": samples}
 
 
-def _explainer(explainer_id: str, model: ModelHandle):
+def _explainer(explainer_id: str, model: ModelHandle) -> Explainer[Any]:
     """The attribution explainer under test, checked against ``model``."""
     from explainers.registry import get_explainer
 

@@ -3,9 +3,9 @@ Interpreting Model Predictions", NeurIPS 2017), via ``shap.KernelExplainer``.
 
 Why Kernel SHAP and not shap's permutation explainer: one permutation pass costs 2F + 1 model
 evaluations, and on the 5,000-feature ``highdim`` table shap's permutation explainer allocated
-several GB per sample (peak RSS 14 GB, 3–30 s per sample on 2 cores). Kernel SHAP with a budget of
-``nsamples`` coalitions and a LARS selection of the ``max_features`` most relevant features
-(shap's ``l1_reg="num_features(k)"``) ran in about 1–1.5 s per sample there with 8 background rows.
+several GB per sample. Kernel SHAP with a budget of ``nsamples`` coalitions and a LARS selection of
+the ``max_features`` most relevant features (shap's ``l1_reg="num_features(k)"``) is an order of
+magnitude faster there (bench/results/design_measurements.md).
 Tables with at most ``max_features`` features skip the selection and solve the full weighted least
 squares problem; when ``nsamples`` ≥ 2^F − 2 every coalition is enumerated and the values are exact
 (for a linear black box with independent background: φ_i = w_i (x_i − E[background_i])).
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explainers._common import check_inputs, sample_seed, seeded
 from explainers.base import Explainer, Params, Passes, Result, Spec, param
-from explainers.captum_ref import check_inputs, sample_seed, seeded
+from model_registry.base import ModelHandle
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ShapParams(Params):
     seed: int = param(0, low=0, high=2**31 - 1, help="random seed for coalition sampling (combined with each sample's bytes)")
 
 
-class Shap(Explainer):
+class Shap(Explainer[ShapParams]):
     """Kernel SHAP on ``predict_proba`` of the target class; see the module docstring for the
     choice of estimator. ``extras["base_value"]`` holds E[f(background)] per sample, so
     attributions sum to f(x) − base_value."""
@@ -49,14 +50,15 @@ class Shap(Explainer):
     )
     Params = ShapParams
 
-    def passes(self, model, params) -> Passes:
+    def passes(self, model: ModelHandle, params: ShapParams) -> Passes:
         """Rows of ``predict_proba``: the n background rows once (E[f]), x once, then n rows per
         coalition; shap evaluates at most 2^F − 2 coalitions."""
         n_features = model.input_shape[0]
         coalitions = min(params.nsamples, 2**n_features - 2) if n_features < 63 else params.nsamples
         return Passes.exact(params.n_background * (1 + coalitions) + 1)
 
-    def explain(self, model, x, target, params, background=None) -> Result:
+    def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: ShapParams,
+                background: torch.Tensor | None = None) -> Result:
         import shap
 
         target = check_inputs(self.spec.id, model, x, target)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ class Normalize(nn.Module):
     """``(x - mean) / std`` as the model's first layer, so models take raw inputs ([0, 1] images,
     raw feature values) and explainers can find the normaliser to build "zero after normalisation"."""
 
+    if TYPE_CHECKING:  # buffers, declared for the type checker only (TorchScript cannot read these)
+        mean: torch.Tensor
+        std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float], image: bool = True) -> None:
         super().__init__()
         shape = (1, -1, 1, 1) if image else (1, -1)
@@ -35,6 +39,24 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class InputNormalized(nn.Module):
+    """A network that expects normalised input (a torchvision or timm checkpoint), with that
+    normalisation put in front of it: the handle's module takes [0, 1] pixels (or raw features), so
+    every explainer perturbs and attributes in input space and baselines such as "zero after
+    normalisation" are found through :func:`find_normalizer_mean`. The network's layers keep their
+    names under ``net.`` (``net.layer4``)."""
+
+    PREFIX = "net."
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], image: bool = True) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std, image=image)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
 
 
 def find_normalizer_mean(module: nn.Module) -> list[float] | None:
@@ -72,7 +94,7 @@ class PredictProbaModule(nn.Module):
     is False, so gradient explainers refuse it). ``digest`` (the SHA-256 of the estimator's bytes) is
     a buffer so that :func:`weights_hash`, and with it every cache key, changes with the estimator."""
 
-    def __init__(self, estimator: object, digest: str) -> None:
+    def __init__(self, estimator: Any, digest: str) -> None:
         super().__init__()
         self.estimator = estimator
         self.register_buffer("digest", torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8))

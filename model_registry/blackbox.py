@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from manifest import ModelEntry
 from model_registry.base import ModelError, ModelHandle, PredictProbaModule, weights_hash
-from model_registry.manifest import ModelEntry
 
 
 def _check_estimator(model_id: str, estimator: object, n_classes: int) -> None:
@@ -52,9 +52,11 @@ def load_sklearn(entry: ModelEntry, device: torch.device) -> PredictProbaModule:
     data = entry.path.read_bytes()
     try:
         estimator = joblib.load(entry.path)
-    except Exception as err:  # a trusted pickle may raise anything
+    except Exception as err:  # noqa: BLE001 - a trusted pickle may raise anything
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModelError(f"model {entry.id!r}: {str(entry.path)!r} is not a readable joblib/pickle file "
                          f"of an estimator: {first}") from None
+    if entry.classes is None:
+        raise ModelError(f"model {entry.id!r}: a scikit-learn model needs its class names (classes = [...])")
     _check_estimator(entry.id, estimator, len(entry.classes))
     return PredictProbaModule(estimator, hashlib.sha256(data).hexdigest()).to(device)

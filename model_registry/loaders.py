@@ -21,7 +21,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from manifest import ModelEntry
 from model_registry.base import (
+    InputNormalized,
     ModelError,
     ModelHandle,
     find_normalizer_mean,
@@ -29,7 +31,6 @@ from model_registry.base import (
     pick_device,
     weights_hash,
 )
-from model_registry.manifest import ModelEntry
 
 # Opcodes that make the unpickler import a global (and so, possibly, run code).
 _GLOBAL_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST"})
@@ -86,7 +87,7 @@ def _torch_load(entry: ModelEntry, device: torch.device) -> Any:
             raise ModelError(f"model {entry.id!r}: cannot load {str(entry.path)!r}: {_first_line(err)}") from err
     try:
         return torch.load(entry.path, map_location=device, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, KeyError... for bad files
         unsafe = _unsafe_globals(entry.path)
         if unsafe:
             raise ModelError(
@@ -108,7 +109,7 @@ def _build(entry: ModelEntry) -> nn.Module:
         )
     module_name, attr = entry.factory.split(":")
     try:
-        target = functools.reduce(getattr, attr.split("."), importlib.import_module(module_name))
+        target: Any = functools.reduce(getattr, attr.split("."), importlib.import_module(module_name))
     except (ImportError, AttributeError) as err:
         raise ModelError(f"model {entry.id!r}: cannot import factory {entry.factory!r}: {err}") from err
     try:
@@ -147,7 +148,7 @@ def _load_torchscript(entry: ModelEntry, device: torch.device) -> nn.Module:
     """torchscript: ``torch.jit.load`` (a TorchScript archive, saved with ``torch.jit.save``)."""
     try:
         return torch.jit.load(str(entry.path), map_location=device)
-    except Exception as err:  # jit raises RuntimeError/ValueError for bad archives
+    except Exception as err:  # noqa: BLE001 - jit raises RuntimeError/ValueError for bad archives
         raise ModelError(
             f"model {entry.id!r}: {str(entry.path)!r} is not a readable TorchScript archive "
             f"(save it with torch.jit.save): {_first_line(err)}"
@@ -161,7 +162,7 @@ def _load_exported(entry: ModelEntry, device: torch.device) -> nn.Module:
         with open(entry.path, "rb") as handle:
             program = torch.export.load(handle)
         module = torch.export.unflatten(program)
-    except Exception as err:  # torch.export raises RuntimeError and others for bad archives
+    except Exception as err:  # noqa: BLE001 - torch.export raises RuntimeError and others for bad archives
         raise ModelError(
             f"model {entry.id!r}: {str(entry.path)!r} is not a readable exported program "
             f"(save it with torch.export.save): {_first_line(err)}"
@@ -191,6 +192,20 @@ def _dummy_input(entry: ModelEntry, device: torch.device) -> torch.Tensor:
     return (low + (high - low) * torch.rand(2, *entry.input_shape, generator=gen)).to(device)
 
 
+def entry_classes(entry: ModelEntry) -> list[str]:
+    """The entry's class names; without a ``classes`` list, ImageNet-1k's 1000 (``data.classes``)."""
+    from data.classes import imagenet_names
+
+    return list(entry.classes) if entry.classes is not None else list(imagenet_names())
+
+
+def _hookable(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Named submodules that take forward hooks: not TorchScript ones, not the normaliser Loupe adds."""
+    skip = {"normalize"} if isinstance(module, InputNormalized) else set()
+    return [(name, sub) for name, sub in module.named_modules()
+            if name and name not in skip and not isinstance(sub, torch.jit.ScriptModule)]
+
+
 def probe(entry: ModelEntry, module: nn.Module, device: torch.device) -> list[str]:
     """Run one forward pass on a dummy batch; check that the model accepts ``input_shape`` and
     returns one logit per class. Returns the named submodules whose forward hooks fired, in call
@@ -198,14 +213,13 @@ def probe(entry: ModelEntry, module: nn.Module, device: torch.device) -> list[st
     called: list[str] = []
     hooks = []
     if not isinstance(module, torch.jit.ScriptModule):
-        for name, sub in module.named_modules():
-            if name:
-                hooks.append(sub.register_forward_hook(lambda m, i, o, name=name: called.append(name)))
+        for name, sub in _hookable(module):
+            hooks.append(sub.register_forward_hook(lambda m, i, o, name=name: called.append(name)))
     x = _dummy_input(entry, device)
     try:
         with torch.inference_mode():
             out = module(x)
-    except Exception as err:  # any failure here means the declared input does not fit
+    except Exception as err:  # noqa: BLE001 - any failure here means the declared input does not fit
         raise ModelError(
             f"model {entry.id!r} does not accept input of shape {list(x.shape)} "
             f"(batch of 2 x input_shape {list(entry.input_shape)}): {_first_line(err)}"
@@ -215,35 +229,40 @@ def probe(entry: ModelEntry, module: nn.Module, device: torch.device) -> list[st
             hook.remove()
     if not torch.is_tensor(out):
         raise ModelError(f"model {entry.id!r} returns {type(out).__name__}; expected a tensor of logits")
-    if out.shape != (2, len(entry.classes)):
+    n_classes = len(entry_classes(entry))
+    if out.shape != (2, n_classes):
+        listed = (f"the entry lists {n_classes} classes" if entry.classes is not None else
+                  "the entry has no classes list, so ImageNet-1k's 1000 classes are assumed (list classes = [...])")
         raise ModelError(
-            f"model {entry.id!r} outputs shape {list(out.shape)} for a batch of 2, but the entry lists "
-            f"{len(entry.classes)} classes (expected [2, {len(entry.classes)}])"
+            f"model {entry.id!r} outputs shape {list(out.shape)} for a batch of 2, but {listed} "
+            f"(expected [2, {n_classes}])"
         )
     return list(dict.fromkeys(called))
 
 
-def _pick_layer(entry: ModelEntry, name: str, called: list[str]) -> str:
+def _pick_layer(entry: ModelEntry, name: str, called: list[str], prefix: str = "") -> str:
     if not called:
         raise ModelError(
             f"model {entry.id!r}: layer {name!r} cannot be hooked: {entry.kind} models expose no hookable layers"
         )
-    if name not in called:
-        raise ModelError(f"model {entry.id!r}: layer {name!r} is not a layer the model calls; layers: {called}")
-    return name
+    for candidate in (name, prefix + name):
+        if candidate in called:
+            return candidate
+    raise ModelError(f"model {entry.id!r}: layer {name!r} is not a layer the model calls; layers: {called}")
 
 
 def _layers(entry: ModelEntry, module: nn.Module, called: list[str]) -> tuple[str | None, list[str]]:
-    """Grad-CAM layer and pathway layers: the entry's (validated) or, by default, the last Conv2d and
-    all called Conv2d layers."""
+    """Grad-CAM layer and pathway layers: the entry's (validated; named as in the checkpoint or as
+    in the handle) or, by default, the last Conv2d and all called Conv2d layers."""
+    prefix = InputNormalized.PREFIX if isinstance(module, InputNormalized) else ""
     convs = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and n in called]
     default_cam = last_conv_layer(module)
     gradcam = (
-        _pick_layer(entry, entry.gradcam_layer, called)
+        _pick_layer(entry, entry.gradcam_layer, called, prefix)
         if entry.gradcam_layer
         else (default_cam if default_cam in called else None)
     )
-    layers = [_pick_layer(entry, n, called) for n in entry.layers] if entry.layers else convs
+    layers = [_pick_layer(entry, n, called, prefix) for n in entry.layers] if entry.layers else convs
     return gradcam, layers
 
 
@@ -255,6 +274,8 @@ def load_model(entry: ModelEntry, device: torch.device | str | None = None) -> M
     """
     dev = torch.device(device) if device is not None else pick_device()
     module = MODEL_LOADERS[entry.kind](entry, dev).eval()
+    if entry.mean is not None and entry.std is not None:
+        module = InputNormalized(module, entry.mean, entry.std, image=entry.task == "image").to(dev).eval()
     called = probe(entry, module, dev)
     gradcam, layers = _layers(entry, module, called)
     mean = list(entry.normalize_mean) if entry.normalize_mean is not None else find_normalizer_mean(module)
@@ -263,7 +284,7 @@ def load_model(entry: ModelEntry, device: torch.device | str | None = None) -> M
         module=module,
         task=entry.task,  # type: ignore[arg-type]  # validated against TASKS by the manifest
         input_shape=tuple(entry.input_shape),
-        classes=list(entry.classes),
+        classes=entry_classes(entry),
         value_range=entry.value_range,
         normalizer_mean=mean,
         layers=layers,

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from data.loaders import source_stamp
+from manifest import ID_PATTERN, EntryError, Manifest, ModelEntry
+from manifest import current_manifest as read_current_manifest
 from model_registry.base import ModelError, ModelHandle, pick_device, weights_hash
-from model_registry.loaders import load_model
-from model_registry.manifest import ID_PATTERN, EntryError, ModelEntry, current_manifest
+from model_registry.loaders import entry_classes, load_model
 
 _LOCK = threading.RLock()
 _LOADED: dict[tuple[str, str], tuple[tuple, ModelHandle]] = {}
@@ -28,6 +29,19 @@ def _zoo() -> dict[str, Any]:
     from model_registry.zoo import ZOO
 
     return ZOO
+
+
+def builtin_ids() -> tuple[frozenset[str], frozenset[str]]:
+    """Ids of the built-in models and datasets (imported on use: the zoo is not needed to parse)."""
+    from data.builtin import BUILTIN_DATASETS
+
+    return frozenset(_zoo()), frozenset(BUILTIN_DATASETS)
+
+
+def current_manifest() -> Manifest:
+    """The manifest (``manifest.current_manifest``), checked against the built-in model and dataset ids."""
+    models, datasets = builtin_ids()
+    return read_current_manifest(models, datasets)
 
 
 def _device_key(device: torch.device | str | None) -> torch.device:
@@ -43,7 +57,8 @@ def _stamp(entry: ModelEntry) -> tuple:
 
 
 def _check_dataset(handle: ModelHandle) -> None:
-    """A manifest model's default dataset must fit it: same sample shape, same number of classes."""
+    """A manifest model's default dataset must fit it: same sample shape, and labels that map to the
+    model's classes (``data.classes``; how they map is recorded as ``meta["labels"]``)."""
     from data.base import DatasetError
     from data.registry import get_dataset
 
@@ -58,11 +73,11 @@ def _check_dataset(handle: ModelHandle) -> None:
             f"model {handle.id!r} takes input_shape {list(handle.input_shape)} but its dataset {handle.dataset!r} "
             f"has samples of shape {list(ds.input_shape)}"
         )
-    if len(ds.classes) != len(handle.classes):
-        raise ModelError(
-            f"model {handle.id!r} has {len(handle.classes)} classes but its dataset {handle.dataset!r} "
-            f"has {len(ds.classes)}"
-        )
+    mapping = ds.class_map_for(handle.classes)
+    if not mapping.mapped:
+        raise ModelError(f"model {handle.id!r}: the labels of its dataset {handle.dataset!r} do not map to its "
+                         f"classes: {mapping.problem}")
+    handle.meta["labels"] = mapping.how
 
 
 def _load_manifest_model(entry: ModelEntry, device: torch.device) -> ModelHandle:
@@ -129,7 +144,7 @@ def _entry_row(entry: ModelEntry) -> dict:
         "kind": entry.kind,
         "task": entry.task,
         "input_shape": list(entry.input_shape),
-        "classes": list(entry.classes),
+        "classes": entry_classes(entry),
         "dataset": entry.dataset,
         "path": str(entry.path),
         "description": entry.description,

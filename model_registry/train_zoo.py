@@ -142,12 +142,12 @@ def train_model(model_id: str) -> dict:
     torch.manual_seed(cfg.seed)
     data = load_builtin(entry.dataset)
     module = entry.build()
-    set_normalizer(module, *normalizer_stats(data.train_arrays().x))
+    set_normalizer(module, *normalizer_stats(np.asarray(data.train_arrays().x)))
     epochs, best_epoch, val_acc = fit(module, data, cfg, model_id)
     _, test_acc = evaluate(module, torch.from_numpy(data.eval.x), torch.from_numpy(data.eval.y))
     sha = save_weights(module, model_id)
     seconds = time.perf_counter() - start
-    x_train = data.train_arrays().x
+    x_train = np.asarray(data.train_arrays().x)
     value_range = [0.0, 1.0] if entry.task == "image" else [float(x_train.min()), float(x_train.max())]
     print(f"[{model_id}] test accuracy {test_acc:.4f} (min {entry.min_accuracy}), "
           f"best epoch {best_epoch}/{epochs}, {seconds:.1f} s", flush=True)

@@ -25,9 +25,9 @@ import os
 import re
 import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
-from model_registry.manifest import DatasetEntry, ModelEntry, builtin_ids, read_manifest
+from manifest import DatasetEntry, ModelEntry, read_manifest
 
 DEFAULT_MAX_UPLOAD_MB = 200
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -67,6 +67,10 @@ def _uploads_dir() -> Path:
     return loupe_home() / "uploads"
 
 
+def _read_chunks(stream: BinaryIO) -> Iterator[bytes]:
+    return iter(lambda: stream.read(_CHUNK), b"")
+
+
 def save_upload(name: str, data: bytes | BinaryIO) -> Path:
     """Store an uploaded file (bytes or a binary file object) and return its path; refuses files
     over :func:`max_upload_bytes` and empty files before anything is published."""
@@ -74,13 +78,12 @@ def save_upload(name: str, data: bytes | BinaryIO) -> Path:
     target_name = safe_filename(name)
     root = _uploads_dir()
     root.mkdir(parents=True, exist_ok=True)
-    stream = data if hasattr(data, "read") else None
     digest, size = hashlib.sha256(), 0
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".upload-", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            chunks = iter(lambda: stream.read(_CHUNK), b"") if stream is not None else [bytes(data)]  # type: ignore[union-attr]
+            chunks = [bytes(data)] if isinstance(data, (bytes, bytearray, memoryview)) else _read_chunks(data)
             for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
@@ -148,12 +151,24 @@ def add_entry(section: str, values: dict[str, Any], manifest: Path | None = None
     ``store.paths.manifest_path()``). Steps: the keys and paths are parsed as the manifest reader
     would (in a candidate copy of the file), the id must be new, the model or dataset must load; only
     then the candidate replaces the manifest. Returns the parsed entry."""
-    from store.paths import manifest_path
+    from store.files import exclusive
+    from store.paths import loupe_home, manifest_path
 
     if section not in _SECTIONS:
         raise RegistrationError(f"section must be one of {list(_SECTIONS)}, got {section!r}")
     path = Path(manifest) if manifest is not None else manifest_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    # App processes sharing the manifest add entries one at a time, so none is lost. The lock lives in
+    # LOUPE_HOME, not beside the manifest, whose folder is the user's (and may be read-only).
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with exclusive(loupe_home() / "locks" / f"manifest-{name}.lock"):
+        return _append_entry(path, section, values)
+
+
+def _append_entry(path: Path, section: str, values: dict[str, Any]) -> ModelEntry | DatasetEntry:
+    """:func:`add_entry`'s read, check and replace of the manifest at ``path`` (under its lock)."""
+    from model_registry.registry import builtin_ids
+
     current = path.read_text(encoding="utf-8") if path.is_file() else ""
     entry_id = values.get("id")
     reserved_models, reserved_datasets = builtin_ids()
@@ -169,7 +184,7 @@ def add_entry(section: str, values: dict[str, Any], manifest: Path | None = None
         candidate = read_manifest(tmp, reserved_models, reserved_datasets)
         new_errors = [e for e in candidate.errors if e not in before.errors]
         if new_errors:
-            raise RegistrationError("; ".join(e.reason for e in new_errors))
+            raise RegistrationError("; ".join(str(e) for e in new_errors))  # "dataset 'id': what is wrong"
         entry = (candidate.model if section == "model" else candidate.dataset)(str(entry_id))
         if entry is None:
             raise RegistrationError(f"the {section} entry was not accepted by the manifest reader")

@@ -4,7 +4,7 @@ An artifact is a row of ``artifacts`` (small metadata only, like every table her
 beside the database holding its named arrays plus its JSON ``info`` (rule texts, layer names …) as
 the 0-d string array ``__info__``; one file, written atomically, so a reader sees all of it or
 nothing. Keys come from :func:`store.keys.artifact_key`; rows are insert-only like runs, and share
-links use the same ``?run=<key>`` form (:meth:`ArtifactStore.kind_of` says which page opens it).
+links use the same ``?run=<key>`` form (:meth:`store.runs.Store.kind_of` says which page opens it).
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from store import db, schema
-from store.keys import artifact_key, canonical_json, check_key
+from store.database import Database
+from store.files import StoreError, artifact_file, atomic_write
+from store.keys import RunNotFound, artifact_key, canonical_json, check_key
 
 _INFO = "__info__"
 _REQUIRED = ("kind", "model_id", "weights_hash", "dataset_id", "analysis_id", "analysis_version", "params",
@@ -37,18 +39,16 @@ class Artifact:
     cached: bool = False
 
 
-def _rel(key: str) -> str:
-    return f"artifacts/{key[:2]}/{key}.npz"
+class Artifacts:
+    """Artifact reads and writes on one :class:`~store.database.Database` (a
+    :class:`store.runs.Store` holds one, on its own database: same file, same lock)."""
 
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
-class ArtifactStore:
-    """Artifact reads and writes; mixed into :class:`store.runs.Store` (same file, same lock)."""
-
-    def put_artifact(self, meta: Mapping[str, Any], info: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
+    def put(self, meta: Mapping[str, Any], info: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
         """Store an analysis result and return its key (computed from ``meta``; idempotent).
         ``meta`` needs the key fields, ``sample_ids`` and optionally seconds, device, versions."""
-        from store.runs import _atomic_write  # noqa: PLC0415 - runs imports this module
-
         missing = [name for name in _REQUIRED if name not in meta]
         if missing:
             raise ValueError(f"artifact metadata lacks {missing}")
@@ -57,32 +57,30 @@ class ArtifactStore:
         key = artifact_key(**{name: meta[name] for name in _REQUIRED if name != "sample_ids"})
         payload = {name: np.asarray(a) for name, a in arrays.items()}
         payload[_INFO] = np.array(canonical_json({**info, "sample_ids": [int(i) for i in meta["sample_ids"]]}))
-        rel = _rel(key)
-        self.check_writable()
-        with db.guard(self.path):
-            _atomic_write(self.root / rel, lambda f: np.savez(f, **payload))
+        rel = artifact_file(key)
+        self.database.check_writable()
+        with db.guard(self.database.path):
+            atomic_write(self.database.root / rel, lambda f: np.savez(f, allow_pickle=False, **payload))
         row = {**{name: meta[name] for name in _REQUIRED if name != "sample_ids"}, "key": key, "path": rel,
                "params": canonical_json(dict(meta["params"])), "n_samples": len(meta["sample_ids"]),
                "created": meta.get("created") or schema.utc_now(), "seconds": meta.get("seconds"),
                "device": meta.get("device"), "versions": canonical_json(dict(meta.get("versions") or {}))}
         values = [row[name] for name in schema.ARTIFACT_COLUMNS]
-        with self._open(write=True) as con, db.transaction(con):
+        with self.database.open(write=True) as con, db.transaction(con):
             con.execute(f"INSERT OR IGNORE INTO artifacts VALUES ({', '.join('?' * len(values))})", values).fetchall()
         return key
 
-    def get_artifact(self, key: str) -> Artifact:
+    def get(self, key: str) -> Artifact:
         """The artifact stored under ``key``: InvalidKey if malformed, RunNotFound if unknown."""
-        from store.runs import RunNotFound, StoreError  # noqa: PLC0415
-
         key = check_key(key)
-        with self._open() as con:
+        with self.database.open() as con:
             rows = con.execute(f"SELECT {', '.join(schema.ARTIFACT_COLUMNS)} FROM artifacts WHERE key = ?",
                                [key]).fetchall()
         if not rows:
             raise RunNotFound(f"no stored analysis result with key {key}")
         meta = _decode(rows[0])
         try:
-            with np.load(self.root / meta["path"], allow_pickle=False) as npz:
+            with np.load(self.database.root / meta["path"], allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
         except (OSError, ValueError) as err:
             raise StoreError(f"the file of stored result {key} is missing or unreadable: {err}") from None
@@ -92,29 +90,17 @@ class ArtifactStore:
             array.setflags(write=False)
         return Artifact(key, meta["kind"], meta, info, arrays)
 
-    def list_artifacts(self, kind: str | None = None, model: str | None = None, dataset: str | None = None,
-                       limit: int = 100) -> list[dict[str, Any]]:
+    def find(self, kind: str | None = None, model: str | None = None, dataset: str | None = None,
+             limit: int = 100) -> list[dict[str, Any]]:
         """Artifact metadata, newest first, filtered by kind, model and dataset id."""
         filters = {"kind": kind, "model_id": model, "dataset_id": dataset}
         clauses = [f"{column} = ?" for column, value in filters.items() if value is not None]
         args = [value for value in filters.values() if value is not None]
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._open() as con:
+        with self.database.open() as con:
             rows = con.execute(f"SELECT {', '.join(schema.ARTIFACT_COLUMNS)} FROM artifacts{where} "
                                "ORDER BY created DESC, key LIMIT ?", [*args, int(limit)]).fetchall()
         return [_decode(row) for row in rows]
-
-    def kind_of(self, key: str) -> str:
-        """What a share link's key names: "attribution" for a run, else the artifact's kind."""
-        from store.runs import RunNotFound  # noqa: PLC0415
-
-        key = check_key(key)
-        with self._open() as con:
-            found = con.execute("SELECT kind FROM runs WHERE key = $1 UNION ALL "
-                                "SELECT kind FROM artifacts WHERE key = $1", [key]).fetchall()
-        if not found:
-            raise RunNotFound(f"no stored result with key {key}")
-        return str(found[0][0])
 
 
 def _decode(values: tuple) -> dict[str, Any]:

@@ -15,24 +15,9 @@ one process queue on the turn too and never run conflicting transactions (withou
 §1a saw duplicate-key aborts on concurrent ``INSERT OR IGNORE``; tests/test_store_concurrency.py
 reproduced them, 15 in 3 runs of its thread test, before the turn lock).
 
-Measured with bench/store.py (duckdb 2.0.1, 2 CPU cores shared with other jobs, load average
-2–4, so expect ±30 %; maps are 64×64 float32 .npy files, rows are small):
-
-* connect cost: open 15–17 ms, close 2–3 ms after a read (up to ~25 ms after a write: the
-  checkpoint), one query on an open connection 0.7–0.9 ms. ``connect`` to ``:memory:`` costs the
-  same 13 ms: it is DuckDB's instance start-up, not the file. A refused connect costs ~6 ms of CPU,
-  a refused ``flock`` microseconds: that is why waiters poll the flock, not DuckDB.
-* per-operation latency, one writer process (30 runs of 16 items): put_items 60–76 ms, put_run
-  45–79 ms, lookup of 4 items 27–42 ms, list_runs 25–37 ms (medians).
-* two writer processes on one file, same work each, paired runs, flock turn vs DuckDB-lock
-  polling alone: 24–26 vs 22–23 operations/s together (one process alone: 20–22), worst wait for
-  the database 0.16–0.17 s vs 0.77–1.08 s, worst operation 0.2 s vs 0.8–1.1 s (73–94 refused
-  connects per process without the turn, 0 with it; a later unpaired run under heavier load: 19
-  operations/s, worst wait 0.23 s). No run lost or duplicated in any run.
-* looking up one stored run of 100 samples: 0.08 ms warm (read before in this process: served
-  from :mod:`store.runs`' memo of immutable records), 49 ms cold (connect + 3 queries + close +
-  100 ``np.load``). A process-lifetime connection would make cold reads ~30 ms faster but would
-  lock every other process out of the file, so the memo is what meets the < 10 ms goal.
+The measurements behind this design (connect and close costs, per-operation latency, two writer
+processes with and without the turn, warm and cold lookups of a stored run) are in
+``bench/results/design_measurements.md``; ``python -m bench.store`` measures them again.
 """
 from __future__ import annotations
 
@@ -45,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
@@ -187,7 +173,7 @@ def connect(path: Path, timeout: float = LOCK_TIMEOUT_S, read_only: bool = False
         return con
 
 
-def _lock_file(path: Path):
+def _lock_file(path: Path) -> BinaryIO | None:
     """``<path>.lock`` opened for ``flock`` (which needs no write access), or None when a
     read-only folder holds none: then readers go without the turn, as nobody can write."""
     lock = path.with_name(path.name + ".lock")
@@ -202,8 +188,8 @@ def _lock_file(path: Path):
 @contextmanager
 def _turn(path: Path, timeout: float) -> Iterator[None]:
     """Hold ``<path>.lock`` (an exclusive ``flock``) for the duration of one operation, so Loupe
-    processes queue on a cheap lock instead of polling DuckDB's (a refused ``duckdb.connect``
-    costs ~6 ms of CPU; a refused ``flock`` microseconds, so waiters can poll every few ms)."""
+    processes queue on a cheap lock instead of polling DuckDB's (a refused ``duckdb.connect`` costs
+    thousands of times the CPU of a refused ``flock``, so waiters can poll the flock every few ms)."""
     started = time.monotonic()
     handle = _lock_file(path)
     if handle is None:

@@ -2,9 +2,12 @@
 
 One row per sample of each exported run, with the columns
 
-``run_key, link, model, dataset, sample_id, label, target, prediction, confidence, explainer, params``
-(canonical JSON), one column per metric (sorted by name; a metric whose name clashes with one of
-these columns is written as ``metric_<name>``), then for j = 1..k the top-k attributed units:
+``run_key, link, model, dataset, sample_id, label, label_name, target, target_name, prediction,
+prediction_name, confidence, explainer, params`` (canonical JSON; a ``*_name`` is the model's class
+name of the index before it, since labels are stored as the model's class indices; empty when the
+caller gives no names for that model), one column per metric (sorted by name; a metric whose name
+clashes with one of these columns is written as ``metric_<name>``), then for j = 1..k the top-k
+attributed units:
 
 * ``top<j>_index``: the flat (row-major) index into the sample's map: the feature index for a
   tabular map (F), ``row * W + col`` for an image map (H×W);
@@ -30,7 +33,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,9 +48,11 @@ DEFAULT_K = 5
 ANNOTATING_KINDS = ("sanity",)
 """Artifact kinds whose ``info["annotates"]`` adds columns to the export rows of the runs they checked."""
 _CHUNK = 1024
-_BASE_COLUMNS = ("run_key", "link", "model", "dataset", "sample_id", "label", "target", "prediction",
-                 "confidence", "explainer", "params")
+_BASE_COLUMNS = ("run_key", "link", "model", "dataset", "sample_id", "label", "label_name", "target", "target_name",
+                 "prediction", "prediction_name", "confidence", "explainer", "params")
 _INT_COLUMNS = ("sample_id", "label", "target", "prediction")
+_NAMED = ("label", "target", "prediction")
+"""Index columns named by the model's classes (labels are stored as the model's class indices)."""
 
 AddMap = Callable[[str, np.ndarray], None]
 
@@ -165,6 +170,15 @@ def _annotations(store: Store, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(found, index=pd.RangeIndex(len(rows)))
 
 
+def _class_names(rows: pd.DataFrame, column: str, classes: Mapping[str, Sequence[str]]) -> pd.Series:
+    """The class name of each row's ``column`` index, looked up in ``classes`` by the row's model
+    id; empty where the model has no names or the index is out of range (-1: unmapped label)."""
+    ids, index = rows["model"], rows[column]
+    names = [classes[i][int(j)] if i in classes and pd.notna(j) and 0 <= int(j) < len(classes[i]) else None
+             for i, j in zip(ids, index)]
+    return pd.Series(names, index=rows.index, dtype="string")
+
+
 def export(
     store: Store,
     run: str | None = None,
@@ -176,17 +190,21 @@ def export(
     csv: Path | str | None = None,
     parquet: Path | str | None = None,
     maps: Path | str | None = None,
+    model_classes: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """The export table for one run (``run``, a key) or for all runs matching the filters; also
     written to ``csv`` / ``parquet`` and the maps to ``maps`` (.npz) when those paths are given.
-    Raises InvalidKey / RunNotFound for a bad ``run``."""
+    ``model_classes`` (model id -> class names) fill the ``*_name`` columns; the store itself knows
+    only indices. Raises InvalidKey / RunNotFound for a bad ``run``."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k (number of top attributed units) must be an integer ≥ 0, got {k!r}")
     rows = store.export_rows(run, model=model, dataset=dataset, explainer=explainer)
     with _npz_writer(None if maps is None else Path(maps)) as add_map:
         top = _top_columns(store.root, rows, k, add_map)
     links = {key: run_link(key) for key in rows["run_key"].unique()}
-    base = rows.assign(link=rows["run_key"].map(links)).reindex(columns=list(_BASE_COLUMNS))
+    rows = rows.assign(link=rows["run_key"].map(links), **{
+        f"{column}_name": _class_names(rows, column, model_classes or {}) for column in _NAMED})
+    base = rows.reindex(columns=list(_BASE_COLUMNS))
     base = base.astype({c: "Int64" for c in _INT_COLUMNS})
     frame = pd.concat(
         [base.reset_index(drop=True), _metric_frame(rows["metrics"].tolist()), pd.DataFrame(top),

@@ -34,6 +34,10 @@ class InvalidKey(ValueError):
     """A string that cannot be a key (wrong length or characters); the message quotes it."""
 
 
+class RunNotFound(LookupError):
+    """No run or analysis result with this key is stored."""
+
+
 def _plain(value: Any) -> Any:
     """JSON fallback for numpy scalars and 0-d arrays (e.g. sample ids from ``np.int64``)."""
     if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
@@ -141,7 +145,7 @@ def array_digest(values: Mapping[str, Any]) -> str:
         if isinstance(value, np.ndarray):
             array = np.ascontiguousarray(value)
             h.update(f"{array.dtype.str}{array.shape}".encode())
-            h.update(memoryview(array).cast("B"))
+            h.update(array.data.cast("B"))
         else:
             h.update(canonical_json(value).encode())
     return h.hexdigest()

@@ -15,25 +15,23 @@ millisecond without holding the database open (see :mod:`store.db` for the numbe
 """
 from __future__ import annotations
 
-import io
 import json
-import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import Any
 
 import duckdb
 import numpy as np
 
 from store import db, schema
-from store.artifacts import ArtifactStore
-from store.keys import canonical_json, check_key, check_target, run_key
-from store.paths import loupe_home
+from store.artifacts import Artifact, Artifacts
+from store.database import Database
+from store.files import StoreError, arrays_file, atomic_write, map_file
+from store.keys import RunNotFound, canonical_json, check_key, check_target, run_key
 
 Scalar = str | int | float | bool | None
 _NUMBER_TYPES: tuple[type, ...] = (bool, int, float, type(None))
@@ -46,14 +44,6 @@ _RUN_OPTIONAL = ("key", "kind", "status", "created", "seconds", "device", "versi
 _FILTERS = {"model": "model_id", "dataset": "dataset_id", "explainer": "explainer_id"}
 MEMO_BYTES = 256 * 2**20
 """Upper bound on the map bytes this process keeps memoised."""
-
-
-class RunNotFound(LookupError):
-    """No run with this key is stored."""
-
-
-class StoreError(RuntimeError):
-    """The store's files are inconsistent (e.g. a map file was deleted); the message says which."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,10 +160,10 @@ def _check_fields(meta: Mapping[str, Any], required: Sequence[str], allowed: Seq
 def _scalars(values: Mapping[str, Any], allowed: tuple[type, ...], where: str) -> dict[str, Scalar]:
     """Plain Python scalars (numpy scalars unwrapped); anything else raises naming the entry."""
     out: dict[str, Scalar] = {}
-    for name, value in values.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        if not isinstance(name, str) or not isinstance(value, allowed):
+    for name, raw in values.items():
+        value: Any = raw.item() if isinstance(raw, np.generic) else raw
+        plain = isinstance(name, str) and isinstance(value, allowed)
+        if not plain:
             kinds = "/".join(t.__name__ for t in allowed)
             raise ValueError(f"{where}[{name!r}] is a {type(value).__name__}; only {kinds} are stored "
                              "there (put arrays in ItemRecord.arrays)")
@@ -197,25 +187,6 @@ def _optional_int(value: Any, what: str) -> int | None:
     return None if value is None else _int(value, what)
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a temporary file and ``os.replace``. Skipped when the file exists: the name is a
-    content key, so an existing file already holds this content. The bytes are built in memory and
-    written by Python's file object, so a full disk raises ``OSError`` with its errno (numpy's
-    own file writes report only "n requested and m written")."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    buffer = io.BytesIO()
-    write(buffer)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _item_row(root: Path, meta: Mapping[str, Any], rec: ItemRecord, created: Any) -> dict[str, Any]:
     """Write the item's files and return its ``items`` row."""
     key = check_key(rec.item_key, "an item")
@@ -225,11 +196,11 @@ def _item_row(root: Path, meta: Mapping[str, Any], rec: ItemRecord, created: Any
     map_rel = map_shape = None
     if rec.map is not None:
         array = np.asarray(rec.map)
-        map_rel, map_shape = _map_rel(key), list(array.shape)
-        _atomic_write(root / map_rel, lambda f: np.save(f, array, allow_pickle=False))
+        map_rel, map_shape = map_file(key), list(array.shape)
+        atomic_write(root / map_rel, lambda f: np.save(f, array, allow_pickle=False))
     if rec.arrays:
         arrays = {name: np.asarray(a) for name, a in rec.arrays.items()}
-        _atomic_write(root / _arrays_rel(key), lambda f: np.savez(f, **arrays))
+        atomic_write(root / arrays_file(key), lambda f: np.savez(f, allow_pickle=False, **arrays))
     return {
         "item_key": key, **{name: meta[name] for name in _ID_FIELDS}, "params": canonical_json(dict(meta["params"])),
         "sample_id": _int(rec.sample_id, f"{where} sample_id"),
@@ -241,14 +212,6 @@ def _item_row(root: Path, meta: Mapping[str, Any], rec: ItemRecord, created: Any
         "array_names": sorted(rec.arrays), "seconds": None if rec.seconds is None else float(rec.seconds),
         "device": meta.get("device"), "created": created,
     }
-
-
-def _map_rel(key: str) -> str:
-    return f"maps/{key[:2]}/{key}.npy"
-
-
-def _arrays_rel(key: str) -> str:
-    return f"maps/{key[:2]}/{key}.npz"
 
 
 def _items_table(rows: list[dict[str, Any]]) -> Any:
@@ -283,32 +246,23 @@ def _where(filters: Mapping[str, str | None], alias: str) -> tuple[str, list[Any
 
 
 # -- the store ---------------------------------------------------------------------------------
-class Store(ArtifactStore):
-    """The DuckDB file (default ``$LOUPE_HOME/loupe.duckdb``) and the maps folder beside it.
+class Store:
+    """The DuckDB file (default ``$LOUPE_HOME/loupe.duckdb``) and the maps folder beside it: items
+    and runs here, analysis results in :attr:`artifacts` (same database, same lock).
 
     The constructor only resolves paths (for the default, ``loupe_home()`` creates LOUPE_HOME); every
     method opens a short-lived connection (store.db)."""
 
     def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path is not None else loupe_home() / "loupe.duckdb"
-        self.root = self.path.parent
-        self._id = os.path.abspath(self.path)
-
-    @contextmanager
-    def _open(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with the schema migrated to the current version (read-only when reading
-        a file this process may not write; see :func:`store.db.connection`)."""
-        with db.guard(self.path):
-            self.root.mkdir(parents=True, exist_ok=True)
-        with db.connection(self.path, write=write) as con:
-            schema.migrate(con)
-            yield con
+        self.database = Database(path)
+        self.path, self.root, self._id = self.database.path, self.database.root, self.database.id
+        self.artifacts = Artifacts(self.database)
 
     # -- writes --------------------------------------------------------------------------------
     def check_writable(self) -> None:
         """Raise :class:`store.db.StoreReadOnly` when new results could not be saved here (callers
         check before computing them, so no work is thrown away)."""
-        db.check_writable(self.path)
+        self.database.check_writable()
 
     def put_items(self, meta: Mapping[str, Any], items: Sequence[ItemRecord]) -> None:
         """Store items computed for one request (``meta``: model_id, weights_hash, dataset_id,
@@ -323,7 +277,7 @@ class Store(ArtifactStore):
         with db.guard(self.path):
             table = _items_table([_item_row(self.root, meta, rec, created) for rec in unique])
 
-        with self._open(write=True) as con:
+        with self.database.open(write=True) as con:
             con.register("incoming_items", table)  # outside the transaction: after a failed
             try:  # statement, only ROLLBACK may run in it
                 with db.transaction(con):
@@ -344,7 +298,7 @@ class Store(ArtifactStore):
             raise ValueError(f"run {key}: {len(sample_ids)} sample ids but {len(keys)} item keys (need ≥ 1, equal)")
         row = self._run_values(key, run_meta, sample_ids)
 
-        with self._open(write=True) as con, db.transaction(con):
+        with self.database.open(write=True) as con, db.transaction(con):
             self._check_items_stored(con, key, keys)
             con.execute(f"INSERT OR IGNORE INTO runs VALUES ({', '.join('?' * len(row))})", row).fetchall()
             con.execute(
@@ -386,7 +340,7 @@ class Store(ArtifactStore):
         keys = [check_key(k, "an item") for k in item_keys]
         found, missing = self._memoised(keys)
         if missing:
-            with self._open() as con:
+            with self.database.open() as con:
                 found.update(self._fetch_items(con, missing))
         return found
 
@@ -397,7 +351,7 @@ class Store(ArtifactStore):
         run: _RunRow | None = _MEMO.get((self._id, "run", key))
         found, missing = self._memoised(run.item_keys) if run else ({}, [])
         if run is None or missing:
-            with self._open() as con:
+            with self.database.open() as con:
                 if run is None:
                     run = self._fetch_run(con, key)
                     found, missing = self._memoised(run.item_keys)
@@ -413,7 +367,7 @@ class Store(ArtifactStore):
         """Run metadata, newest first, optionally filtered by model, dataset and explainer id."""
         where, args = _where({"model": model, "dataset": dataset, "explainer": explainer}, "r")
         columns = ", ".join(f"r.{c}" for c in schema.RUN_COLUMNS)
-        with self._open() as con:
+        with self.database.open() as con:
             rows = con.execute(
                 f"SELECT {columns} FROM runs r{where} ORDER BY r.created DESC, r.key LIMIT ?", [*args, int(limit)]
             ).fetchall()
@@ -437,11 +391,43 @@ class Store(ArtifactStore):
             "FROM runs r JOIN run_items ri ON ri.run_key = r.key JOIN items i ON i.item_key = ri.item_key"
             f"{where} ORDER BY r.created, r.key, ri.position"
         )
-        with self._open() as con:
+        with self.database.open() as con:
             frame = con.execute(sql, args).fetchdf()
         if run is not None and frame.empty:
             raise RunNotFound(f"no stored run with key {run}")
         return frame
+
+    def kind_of(self, key: str) -> str:
+        """What a share link's key names: "attribution" for a run, else the artifact's kind. A stored
+        key's kind never changes, so this process memoises it (every share link asks, and opening
+        the database costs more than the rest of a stored render); an unknown key is asked again."""
+        key = check_key(key)
+        memo = (self._id, "kind", key)
+        kind: str | None = _MEMO.get(memo)
+        if kind is not None:
+            return kind
+        with self.database.open() as con:
+            found = con.execute("SELECT kind FROM runs WHERE key = $1 UNION ALL "
+                                "SELECT kind FROM artifacts WHERE key = $1", [key]).fetchall()
+        if not found:
+            raise RunNotFound(f"no stored result with key {key}")
+        kind = str(found[0][0])
+        _MEMO.put(memo, kind, 128)
+        return kind
+
+    # -- analysis results (store.artifacts) --------------------------------------------------------
+    def put_artifact(self, meta: Mapping[str, Any], info: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
+        """Store an analysis result and return its key (:meth:`store.artifacts.Artifacts.put`)."""
+        return self.artifacts.put(meta, info, arrays)
+
+    def get_artifact(self, key: str) -> Artifact:
+        """The analysis result stored under ``key`` (:meth:`store.artifacts.Artifacts.get`)."""
+        return self.artifacts.get(key)
+
+    def list_artifacts(self, kind: str | None = None, model: str | None = None, dataset: str | None = None,
+                       limit: int = 100) -> list[dict[str, Any]]:
+        """Analysis results' metadata, newest first (:meth:`store.artifacts.Artifacts.find`)."""
+        return self.artifacts.find(kind, model, dataset, limit)
 
     # -- read helpers --------------------------------------------------------------------------
     def _memoised(self, keys: Sequence[str]) -> tuple[dict[str, ItemRecord], list[str]]:
@@ -490,7 +476,7 @@ class Store(ArtifactStore):
                 raise StoreError(f"the map file of stored item {key} is missing: {path}") from None
             array.setflags(write=False)
         names = row["array_names"] or []
-        arrays: Mapping[str, np.ndarray] = _StoredArrays(self.root / _arrays_rel(key), names) if names else {}
+        arrays: Mapping[str, np.ndarray] = _StoredArrays(self.root / arrays_file(key), names) if names else {}
         return ItemRecord(
             item_key=key, sample_id=row["sample_id"], label=row["label"], target=row["target"],
             prediction=row["prediction"], confidence=row["confidence"],

@@ -3,7 +3,15 @@ real app through AppTest (token and OIDC modes lock every page; open mode shows 
 opened on a malformed share link, whose page answers at once, so no registry loads."""
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -106,12 +114,77 @@ def test_oidc_gate_asks_for_login_then_shows_the_user(monkeypatch: pytest.Monkey
     assert [b.label for b in at.sidebar.button] == ["Log out"]
 
 
-def test_a_page_path_does_not_open_past_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Asking for a page directly (as the URL /home does) still gets the gate. The page files live
-    in app_pages/, not pages/: Streamlit serves a folder named pages/ as a multipage-v1 app until a
-    session of a fresh server has called st.navigation, which would run a page without app.py."""
+PAGES = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
+
+
+def test_every_page_file_is_routed_by_app_py() -> None:
+    routed = re.findall(r'st\.Page\("pages/(\w+\.py)"', (ROOT / "app.py").read_text())
+    assert sorted(routed) == PAGES and len(PAGES) == 9
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_path_does_not_open_past_the_gate(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asking for a page directly (as the URL /home does) still gets the gate, for every page. On a
+    fresh server Streamlit serves the pages/ folder as a multipage-v1 app until a session has run
+    app.py's st.navigation, so a page path runs the page without app.py and its gate; AppTest starts
+    every run that way (it resets Streamlit's pages-directory flag), so this is the fresh server's
+    first request, and only the page's own require_access() call can stop it."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("app_pages/home.py").run()
+    at.query_params["run"] = "not-a-key"  # pages that read a link answer at once instead of loading registries
+    at.switch_page(f"pages/{page}").run()
     assert not at.exception
-    assert at.text_input[0].label == "Access token" and not at.dataframe and not at.metric
+    assert [t.label for t in at.text_input] == ["Access token"]
+    assert not _page_shown(at) and not at.dataframe and not at.metric and not at.title[1:]
+    assert [t.value for t in at.title] == ["Loupe"]
+
+
+def _fresh_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    pytest.fail("the Streamlit server did not become healthy within 90 s")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no Chromium installed (apt-get install chromium)")
+def test_every_route_of_a_fresh_server_gets_the_gate(tmp_path: Path) -> None:
+    """The same as above on real servers in real Chromium: for each page, a fresh `streamlit run
+    app.py` whose first request is that page's path shows the token form and nothing of the page."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), TOKEN_ENV: TOKEN, "LOUPE_HOME": str(tmp_path)}
+    routes = ["home" if p == "home.py" else p.removesuffix(".py") for p in PAGES]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            for route in routes:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                server = _fresh_server(port, env)
+                try:
+                    page = browser.new_page()
+                    page.goto(f"http://127.0.0.1:{port}/{route}")
+                    page.get_by_label("Access token").first.wait_for(timeout=60_000)
+                    page.wait_for_timeout(1000)  # a page that ran past the gate would have drawn by now
+                    shown = page.locator('[data-testid="stMain"]').inner_text()
+                    titles = page.locator("h1").all_inner_texts()
+                    page.close()
+                finally:
+                    server.terminate()
+                    server.wait(timeout=60)
+                assert titles == ["Loupe"], (route, titles)
+                assert "Access token" in shown and "Run not found" not in shown, (route, shown[:500])
+        finally:
+            browser.close()

@@ -14,16 +14,15 @@ import torch
 
 import loupe
 from data.registry import get_dataset
-from explainers.base import Analysis, Params, Prepared, Spec, param
-from explainers.registry import all_analyses
-from explainers.runner import ExplainError
+from explainers.base import Analysis, ExplainError, ParamError, Params, Prepared, Spec, param
+from explainers.registry import UnknownExplainer, all_analyses
 from model_registry.base import ModelHandle, weights_hash
 from model_registry.registry import get_model, register_model
-from store.keys import InvalidKey, array_digest
-from store.runs import RunNotFound, Store, StoreError
+from store.files import StoreError
+from store.keys import InvalidKey, RunNotFound, array_digest
+from store.runs import Store
 from worker.analyses import run_analysis
 
-pytest.importorskip("model_registry.zoo")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker cannot import test modules
 
 
@@ -58,7 +57,7 @@ def _oracle(model, dataset, n: int) -> np.ndarray:
         return model.logits(dataset.inputs(list(range(n)))).numpy().mean(0)
 
 
-def test_computed_once_on_the_cluster_then_served_from_the_store(tabular):
+def test_computed_once_on_the_cluster_then_served_from_the_store(tabular, fresh_home):
     model, dataset = tabular
     first = run_analysis(MeanLogits(), model, dataset, {"n": 12})
     assert not first.cached and first.kind == "toy" and first.meta["device"] == "cpu"
@@ -89,7 +88,7 @@ def test_links_name_the_kind_and_reopen_the_artifact(tabular):
         loupe.artifact("1; DROP TABLE artifacts")
 
 
-def test_a_session_model_runs_in_process(tabular):
+def test_a_session_model_runs_in_process(tabular, fresh_home):
     """Models registered in a notebook cannot be loaded by a worker: they run here, still cached."""
     _, dataset = tabular
     net = torch.nn.Linear(30, 2)
@@ -99,6 +98,7 @@ def test_a_session_model_runs_in_process(tabular):
     handle = ModelHandle("const_analysis", net, "tabular", (30,), ["a", "b"], weights_hash=weights_hash(net))
     register_model(handle)
     art = run_analysis(MeanLogits(), handle, dataset, {"n": 4})
+    assert not art.cached
     np.testing.assert_allclose(art.arrays["mean"], [1.5, -2.0], atol=1e-6)
     assert run_analysis(MeanLogits(), handle, dataset, {"n": 4}).cached
 
@@ -107,9 +107,9 @@ def test_bad_requests_are_refused_before_any_work(tabular):
     model, dataset = tabular
     with pytest.raises(ExplainError, match="works on tabular models, not image"):
         run_analysis(MeanLogits(), get_model("shapes_cnn"), get_dataset("shapes"))
-    with pytest.raises(Exception, match="n"):
+    with pytest.raises(ParamError, match="n must be ≥ 1, got 0"):
         run_analysis(MeanLogits(), model, dataset, {"n": 0})
-    with pytest.raises(Exception, match="unknown analysis 'nope'"):
+    with pytest.raises(UnknownExplainer, match="unknown analysis 'nope'; known: .*'surrogate_rules'"):
         loupe.analysis("nope", model.id, dataset.id)
 
 
@@ -137,3 +137,22 @@ def test_analyses_and_explainers_share_one_id_space():
     listed = {e["id"]: e["output"] for e in loupe.explainers()}
     assert all(listed[i] != "attribution" for i in all_analyses())
     assert listed["integrated_gradients"] == "attribution"
+
+
+def test_an_embedding_of_stored_maps_reads_exactly_the_stored_run(fresh_home):
+    """source=attributions embeds the stored maps of one explainer (default params, predicted
+    target): refused with a clear message before they are stored, then built from that run's maps,
+    predictions and metrics, which it reads from the store and never computes."""
+    params = {"source": "attributions", "explainer": "saliency", "samples": "0:24", "n_neighbors": 5}
+    with pytest.raises(ExplainError, match="no stored saliency maps for these 24 samples of digits on digits_cnn"):
+        loupe.analysis("umap_embedding", "digits_cnn", "digits", params)
+    with pytest.raises(ExplainError, match="shap works on tabular models, not image"):
+        loupe.analysis("umap_embedding", "digits_cnn", "digits", {**params, "explainer": "shap"})
+    run = loupe.explain("digits_cnn", "digits", "0:24", "saliency")
+    emb = loupe.analysis("umap_embedding", "digits_cnn", "digits", params)
+    assert not emb.cached and emb.info["source"] == "attributions" and emb.info["feature_dim"] == 32 * 32
+    assert emb.arrays["points"].shape == (24, 2) and np.isfinite(emb.arrays["points"]).all()
+    np.testing.assert_array_equal(emb.arrays["predictions"], run.predictions)
+    np.testing.assert_allclose(emb.arrays["confidences"], run.confidences)
+    np.testing.assert_allclose(emb.arrays["metric_deletion_auc"], [m["deletion_auc"] for m in run.metrics])
+    np.testing.assert_array_equal(emb.arrays["labels"], run.labels)

@@ -18,10 +18,8 @@ from torch import nn
 
 import loupe
 from model_registry.base import ModelError, Normalize
-from worker import cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("model_registry.zoo")
 
 FACTORY = '''
 from torch import nn
@@ -100,7 +98,7 @@ class TinyCNN(nn.Module):
 
 
 @pytest.fixture
-def user_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def user_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cluster: object) -> Path:
     """A manifest with a TorchScript image model, a state_dict tabular model, an image folder, an npz
     and a Parquet table, plus three bad entries."""
     rng = np.random.default_rng(0)
@@ -191,9 +189,7 @@ path = "{tmp_path / 'rows.parquet'}"
 label = "y"
 ''')
     monkeypatch.setenv("LOUPE_MANIFEST", str(manifest))
-    cluster.shutdown()  # workers started from now on can import the factory module
-    yield manifest
-    cluster.shutdown()
+    return manifest  # the cluster starts (fresh_cluster) after this, so its workers can import the factory
 
 
 @pytest.mark.parametrize("model,dataset,explainer,shape", [
@@ -250,3 +246,19 @@ def test_cli_export_and_link(tmp_path):
     assert link.returncode == 0 and link.stdout.strip() == res.link
     missing = cli("link", "--run", "0" * 64)
     assert missing.returncode == 2 and "no stored result" in missing.stderr
+
+
+def test_cli_explain_table_shows_metric_directions_and_its_csv_class_names(tmp_path):
+    out = cli("explain", "--model", "digits_cnn", "--dataset", "digits", "--samples", "0:2", "--explainer", "saliency",
+              "--csv", str(tmp_path / "r.csv"))
+    assert out.returncode == 0, out.stderr
+    assert "deletion_auc ↓" in out.stdout and "insertion_auc ↑" in out.stdout
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "r.csv")
+    classes = loupe.dataset("digits").classes
+    assert list(frame.columns[5:11]) == ["label", "label_name", "target", "target_name", "prediction",
+                                         "prediction_name"]
+    names = pd.read_csv(tmp_path / "r.csv", dtype={"label_name": str, "prediction_name": str})  # names "0".."9"
+    assert names["label_name"].tolist() == [classes[i] for i in frame["label"]]
+    assert names["prediction_name"].tolist() == [loupe.model("digits_cnn").classes[i] for i in frame["prediction"]]

@@ -9,7 +9,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-pytest.importorskip("model_registry.zoo")
 
 
 def _run(query: dict[str, str] | None = None) -> AppTest:
@@ -41,3 +40,17 @@ def test_bad_share_links_show_not_found(bad):
     assert not at.exception
     assert at.error and "Run not found" in at.error[0].value
     assert "Traceback" not in _text(at) and "SQL" not in _text(at)
+
+
+def test_home_lists_recent_results_of_every_kind_each_linking_to_its_page():
+    import loupe
+
+    rules = loupe.rules(model="breast_cancer_mlp", dataset="breast_cancer", max_leaves=4)
+    run = loupe.explain("digits_cnn", "digits", [440, 441], "saliency")
+    kinds = {r["key"]: r for r in loupe.recent(limit=50)}
+    assert kinds[rules.key]["kind"] == "rules" and kinds[run.key]["kind"] == "attribution"
+    at = _run()
+    assert not at.exception and at.subheader[-2].value == "Recent results"
+    recent = at.dataframe[3].value.set_index("open")
+    assert recent.loc[run.link, "kind"] == "explanation" and run.link.endswith(f"/explain?run={run.key}")
+    assert recent.loc[rules.link, "kind"] == "rules" and rules.link.endswith(f"/rules?run={rules.key}")

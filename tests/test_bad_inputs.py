@@ -33,13 +33,12 @@ from streamlit.testing.v1 import AppTest
 
 import loupe
 from data.base import DatasetError
-from explainers.base import ParamError
+from explainers.base import ExplainError, ParamError
 from explainers.registry import get_explainer
-from explainers.runner import ExplainError
 from model_registry.base import ModelError
 from model_registry.uploads import RegistrationError, add_entry, save_upload
-from store.keys import InvalidKey
-from store.runs import ItemRecord, RunNotFound, Store
+from store.keys import InvalidKey, RunNotFound
+from store.runs import ItemRecord, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = """
@@ -202,6 +201,11 @@ def grey_images_for_an_rgb_model(env: Env) -> None:
                        classes=["a", "b"]))
 
 
+def csv_as_npz(env: Env) -> None:
+    (env.dir / "bad.npz").write_text("x,y\n0.5,1\n")
+    env.manifest(entry("dataset", id="bad", kind="npz", path="bad.npz"))
+
+
 def corrupt_npz(env: Env) -> None:
     (env.dir / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
     env.manifest(entry("dataset", id="bad", kind="npz", path="bad.npz"))
@@ -259,6 +263,8 @@ CASES: dict[str, Case] = {
     "npz-mismatched-xy": Case(lambda e: npz(e, x=np.ones((3, 4), np.float32), y=np.zeros(2, np.int64)), _dataset,
                               DatasetError, r"'bad': y in .* has shape \[2\] but x has 3 samples"),
     "npz-corrupt": Case(corrupt_npz, _dataset, DatasetError, r"'bad': cannot read .*bad\.npz.* as a \.npz"),
+    "npz-is-a-csv": Case(csv_as_npz, _dataset, DatasetError,  # numpy itself would end with allow_pickle advice
+                         r"'bad': cannot read .*bad\.npz.* as a \.npz: it is not a zip archive of \.npy arrays"),
     # tables
     "csv-empty": Case(lambda e: table(e, "t.csv", ""), _dataset, DatasetError, r"'bad': .*t\.csv.* has no data rows"),
     "csv-ragged": Case(lambda e: table(e, "t.csv", "f1,f2,target\n1,2,a\n3\n5,6,b\n"), _dataset, DatasetError,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -137,8 +138,10 @@ def test_conformance(explainer_id: str, key: str) -> None:
     np.testing.assert_allclose(singles, attr, rtol=1e-4, atol=1e-4 * scale + 1e-7)
     assert hooks_left(model.module) == []
 
-    with pytest.raises(Exception):
-        _run(explainer, model, x, torch.full_like(target, len(model.classes)), background)
+    n = len(model.classes)
+    with pytest.raises(ValueError, match=rf"^{explainer_id}: target class\(es\) \[{n}(, {n})*\] out of range for model "
+                                         rf"'{re.escape(model.id)}' with {n} classes$"):
+        _run(explainer, model, x, torch.full_like(target, n), background)
     assert hooks_left(model.module) == []
 
     boom = model.module.register_forward_hook(_explode)

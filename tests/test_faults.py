@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -29,10 +28,10 @@ from data.registry import get_dataset
 from model_registry.registry import get_model
 from store.runs import ItemRecord, Store
 from worker import cluster
-from worker.batch import JobFailed, make_request
+from worker.batch import make_request
+from worker.dispatch import JobFailed
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("model_registry.zoo")
 
 
 def _free_port() -> int:
@@ -80,7 +79,7 @@ def _run_python(script: str, home: Path, prefix: list[str] | None = None) -> dic
 
 
 # -- a worker killed mid-batch ------------------------------------------------------------------
-def test_worker_killed_mid_batch_keeps_whole_chunks_and_a_rerun_resumes(tmp_path, monkeypatch):
+def test_worker_killed_mid_batch_keeps_whole_chunks_and_a_rerun_resumes(tmp_path, monkeypatch, fresh_home):
     from fault_models import MARK, build
 
     flag = tmp_path / "kill.flag"
@@ -223,31 +222,27 @@ def test_full_disk_is_a_clear_error_and_a_rerun_resumes_when_space_is_back(tmp_p
 
 
 # -- the scheduler ----------------------------------------------------------------------------------
-def test_scheduler_address_malformed_unreachable_and_the_allowed_fallback(monkeypatch, capsys):
+def test_scheduler_address_malformed_unreachable_and_the_allowed_fallback(monkeypatch, capsys, fresh_home,
+                                                                         fresh_cluster):
     """A malformed LOUPE_SCHEDULER is an error even with the fallback allowed; an unreachable one is
     an error without LOUPE_ALLOW_EMBEDDED_FALLBACK (tests/test_worker.py checks the CLI message),
-    and with it a warning and the work runs on the embedded cluster (left running for later tests)."""
-    cluster.shutdown()
-    try:
-        monkeypatch.setenv("LOUPE_SCHEDULER", "gpu-box")
-        monkeypatch.setenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", "1")
-        code = loupe.main(["explain", "--model", "breast_cancer_mlp", "--dataset", "breast_cancer",
-                           "--samples", "100:102", "--explainer", "saliency"])
-        err = capsys.readouterr().err
-        assert code == 2 and err.count("\n") == 1
-        assert "error: LOUPE_SCHEDULER='gpu-box' is not a Dask scheduler address" in err and "tcp://HOST:8786" in err
+    and with it a warning and the work runs on the embedded cluster (this test's own)."""
+    monkeypatch.setenv("LOUPE_SCHEDULER", "gpu-box")
+    monkeypatch.setenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", "1")
+    code = loupe.main(["explain", "--model", "breast_cancer_mlp", "--dataset", "breast_cancer",
+                       "--samples", "100:102", "--explainer", "saliency"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "error: LOUPE_SCHEDULER='gpu-box' is not a Dask scheduler address" in err and "tcp://HOST:8786" in err
 
-        address = f"tcp://127.0.0.1:{_free_port()}"
-        monkeypatch.setenv("LOUPE_SCHEDULER", address)
-        monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
-        monkeypatch.delenv("LOUPE_ALLOW_EMBEDDED_FALLBACK")
-        with pytest.raises(cluster.ClusterError, match=f"cannot reach the Dask scheduler at {address}"):
-            cluster.get_client()
-        monkeypatch.setenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", "1")
-        with pytest.warns(RuntimeWarning, match=f"cannot reach the Dask scheduler at {address}.*embedded cluster"):
-            res = loupe.explain("breast_cancer_mlp", "breast_cancer", "110:112", "saliency")
-        assert res.provenance["computed"] == 2 and np.isfinite(res.attributions).all()
-        assert cluster.get_client().scheduler.address != address
-    except BaseException:
-        cluster.shutdown()
-        raise
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("LOUPE_SCHEDULER", address)
+    monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
+    monkeypatch.delenv("LOUPE_ALLOW_EMBEDDED_FALLBACK")
+    with pytest.raises(cluster.ClusterError, match=f"cannot reach the Dask scheduler at {address}"):
+        cluster.get_client()
+    monkeypatch.setenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", "1")
+    with pytest.warns(RuntimeWarning, match=f"cannot reach the Dask scheduler at {address}.*embedded cluster"):
+        res = loupe.explain("breast_cancer_mlp", "breast_cancer", "110:112", "saliency")
+    assert res.provenance["computed"] == 2 and np.isfinite(res.attributions).all()
+    assert cluster.get_client().scheduler.address != address

@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MAPS = '[class*="st-key-"][class*="-map"] img'  # the result maps, as in test_browser.py
 SESSIONS = 20
-pytestmark = pytest.mark.slow
-pytest.importorskip("model_registry.zoo")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("module_home")]
 
 
 def _free_port() -> int:

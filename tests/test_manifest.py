@@ -20,8 +20,8 @@ from torch import nn
 import data.registry as data_registry
 import model_registry.registry as model_registry
 from data.base import Dataset, DatasetError, Split
+from manifest import EntryError, cached_manifest, read_manifest
 from model_registry.base import ModelError, ModelHandle
-from model_registry.manifest import EntryError, cached_manifest, read_manifest
 
 ZOO_ID = "zoo_cnn"
 BUILTIN_DS = "shapes"
@@ -150,7 +150,7 @@ def test_each_bad_entry_is_reported_while_the_others_load(home: Path, bad_id: st
     is_model = make(home).startswith("[[model]]")
     errors = errors_by_id(manifest.errors)
     assert list(errors) == [bad_id]
-    assert errors[bad_id].startswith("[[model]] entry #2: " if is_model else "[[dataset]] entry #1: ")
+    assert errors[bad_id].endswith(" ([[model]] entry #2)" if is_model else " ([[dataset]] entry #1)")
     assert re.search(reason, errors[bad_id]), errors[bad_id]
     assert [m.id for m in manifest.models] == ["good"] and [d.id for d in manifest.datasets] == ["d"]
     lookup = model_registry.get_model if is_model else data_registry.get_dataset

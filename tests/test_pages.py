@@ -12,10 +12,9 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 import loupe
-from worker import background
+from loupe import background
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-pytest.importorskip("model_registry.zoo")
 
 
 def _page(page: str, query: dict[str, str] | None = None) -> AppTest:
@@ -46,7 +45,7 @@ FAST = {"model": "digits_cnn", "dataset": "digits", "samples": "0,1", "explainer
 
 
 def test_explain_gallery_selection_and_url():
-    at = _page("app_pages/explain.py", {"model": "digits_cnn", "dataset": "digits", "target": "3"})
+    at = _page("pages/explain.py", {"model": "digits_cnn", "dataset": "digits", "target": "3"})
     assert not _errors(at) and at.selectbox(key="ex-target").value == "3"
     boxes = [c for c in at.checkbox if str(c.key).startswith("ex-pick-")]
     assert len(boxes) == 12 and not any(c.value for c in boxes)
@@ -54,11 +53,24 @@ def test_explain_gallery_selection_and_url():
     at.multiselect(key="ex-explainers").set_value(["saliency"]).run()
     assert _query(at)["samples"] == "5" and _query(at)["explainers"] == "saliency" and _query(at)["target"] == "3"
     assert at.checkbox(key="ex-pick-5").value
-    assert [t.value for t in at.toggle] == [True]  # saliency's one parameter, abs, from its schema
+    assert [t.value for t in at.toggle if t.key != "ex-gallery-wrong"] == [True]  # saliency's abs, from its schema
+
+
+def test_explain_gallery_filters_by_mistakes_and_class():
+    at = _page("pages/explain.py", {"model": "digits_cnn", "dataset": "digits"})
+    at.toggle(key="ex-gallery-wrong").set_value(True).run()
+    shown = [c for c in at.checkbox if str(c.key).startswith("ex-pick-")]
+    truth = loupe.predict("digits_cnn", "digits", "all")
+    mistakes = [r["sample_id"] for r in truth if r["label"] != r["prediction"]]
+    assert 0 < len(shown) <= 12 and sorted(int(c.key[len("ex-pick-"):]) for c in shown) == mistakes[:12]
+    at.toggle(key="ex-gallery-wrong").set_value(False)
+    at.multiselect(key="ex-gallery-labels").set_value([7]).run()
+    ids = [int(c.key[len("ex-pick-"):]) for c in at.checkbox if str(c.key).startswith("ex-pick-")]
+    assert len(ids) == 12 and all(truth[i]["label"] == 7 for i in ids)
 
 
 def test_explain_cost_preview_run_and_stored_results():
-    at = _page("app_pages/explain.py", FAST)
+    at = _page("pages/explain.py", FAST)
     assert not _errors(at)
     preview = at.table[0].value.set_index("explainer")
     forward = loupe.estimate("digits_cnn", "digits", [0, 1], "occlusion", {"window": 8, "stride": 8}).passes.forward
@@ -75,17 +87,17 @@ def test_explain_cost_preview_run_and_stored_results():
     assert len(at.get("plotly_chart")) == 4 + 4  # a deletion/insertion curve figure under each map
     stored = loupe.stored("digits_cnn", "digits", [0, 1], "occlusion", {"window": 8, "stride": 8})
     assert stored is not None and any(stored.key in link for link in links)
-    again = _page("app_pages/explain.py", FAST)  # the same URL shows the stored results without a click
+    again = _page("pages/explain.py", FAST)  # the same URL shows the stored results without a click
     assert sorted(_links(again)) == sorted(links)
 
 
 def test_explain_bad_links_show_errors():
-    assert any("samples must be" in e for e in _errors(_page("app_pages/explain.py", {"samples": "1,x"})))
-    assert any("Unknown model 'nope'" in e for e in _errors(_page("app_pages/explain.py", {"model": "nope"})))
-    at = _page("app_pages/explain.py", {**FAST, "explainers": "saliency,bogus", "saliency.abs": "maybe"})
+    assert any("samples must be" in e for e in _errors(_page("pages/explain.py", {"samples": "1,x"})))
+    assert any("Unknown model 'nope'" in e for e in _errors(_page("pages/explain.py", {"model": "nope"})))
+    at = _page("pages/explain.py", {**FAST, "explainers": "saliency,bogus", "saliency.abs": "maybe"})
     assert any("bogus" in e for e in _errors(at))
     assert any("abs='maybe'" in w.value for w in at.warning)
-    at = _page("app_pages/explain.py", {**FAST, "explainers": "occlusion", "occlusion.window": "40", "samples": "1,999"})
+    at = _page("pages/explain.py", {**FAST, "explainers": "occlusion", "occlusion.window": "40", "samples": "1,999"})
     assert any("window 40 exceeds" in e for e in _errors(at))
     assert any("outside 0…449: 999" in w.value for w in at.warning)
 
@@ -105,7 +117,7 @@ def test_share_link_opens_the_result_in_explain():
 
 def test_a_link_edited_to_another_page_opens_the_page_of_its_kind():
     res = loupe.explain("shapes_cnn", "shapes", "60:62", "saliency")
-    for page in ("app_pages/explain.py", "app_pages/rules.py", "app_pages/embeddings.py", "app_pages/pathways.py"):
+    for page in ("pages/explain.py", "pages/rules.py", "pages/embeddings.py", "pages/pathways.py"):
         at = _page(page, {"run": res.key})
         assert not _errors(at) and at.title[0].value == "Explain", page
         assert res.link in _links(at)
@@ -121,25 +133,32 @@ def test_unknown_run_link_says_not_found():
 # -- Compare ---------------------------------------------------------------------------------------
 def test_compare_tables_and_links():
     query = {"dataset": "digits", "models": "digits_cnn", "explainers": "saliency,input_x_gradient", "samples": "0:6"}
-    at = _page("app_pages/compare.py", query)
+    at = _page("pages/compare.py", query)
     assert not _errors(at)
     at.button(key="cmp-run").click().run()
     assert not _errors(at)
-    metrics, matrix, ranked = (d.value for d in at.dataframe)
+    metrics, ranked = (d.value for d in at.dataframe)
     assert set(metrics["explainer"]) == {"saliency", "input_x_gradient"} and "±" in metrics["deletion_auc"].iloc[0]
-    assert matrix.loc["saliency", "saliency"] == 1.0 and -1 <= matrix.loc["saliency", "input_x_gradient"] <= 1
     assert len(ranked) == 6 and ranked["mean Spearman"].is_monotonic_increasing
     assert ranked["open"].str.contains("/explain?model=digits_cnn", regex=False).all()
+    classes = loupe.dataset("digits").classes
+    assert set(ranked["label"]) <= set(classes) and ranked["label"].map(type).eq(str).all()  # names, not numbers
+    # the map grid: input + one map per explainer for each sample, most disputed first, each map a link to Explain
+    assert len(at.get("image")) == 6 * 3
+    grid = [re.search(r"samples=(\d+)&explainers=(\w+)", m.value) for m in at.markdown if "open in Explain" in m.value]
+    expected = [(s, e) for s in ranked["sample"] for e in ("saliency", "input_x_gradient")]
+    assert [(int(g[1]), g[2]) for g in grid] == expected
+    assert len(at.get("plotly_chart")) == 2  # the metric chart and the agreement matrix
 
 
 def test_compare_unknown_model_is_reported():
-    at = _page("app_pages/compare.py", {"dataset": "digits", "models": "nope", "explainers": "saliency"})
+    at = _page("pages/compare.py", {"dataset": "digits", "models": "nope", "explainers": "saliency"})
     assert any("nope" in e for e in _errors(at))
 
 
 # -- Batch -----------------------------------------------------------------------------------------
 def _start_batch(samples: str) -> AppTest:
-    at = _page("app_pages/batch.py")
+    at = _page("pages/batch.py")
     at.selectbox(key="bt-model").set_value("digits_cnn").run()
     at.text_input(key="bt-samples").set_value(samples).run()
     at.multiselect(key="bt-explainers").set_value(["saliency"]).run()
@@ -177,7 +196,7 @@ def test_registry_adds_a_validated_model(tmp_path):
     path = tmp_path / "tiny_page.ts"
     torch.manual_seed(0)
     torch.jit.script(nn.Sequential(nn.Linear(30, 2))).save(str(path))
-    at = _page("app_pages/registry.py")
+    at = _page("pages/registry.py")
     assert not _errors(at)
     at.text_input(key="rg-m-id").set_value("tiny_page")
     at.selectbox(key="rg-m-task").set_value("tabular")
@@ -185,7 +204,7 @@ def test_registry_adds_a_validated_model(tmp_path):
     at.text_input(key="rg-m-shape").set_value("30")
     at.text_input(key="rg-m-classes").set_value("benign, malignant").run()
     at.button(key="rg-m-add").click().run()
-    assert any("Not saved" in e and "does not exist" in e for e in _errors(at))
+    assert any(e.startswith("Not saved: model 'tiny_page': ") and "does not exist" in e for e in _errors(at))
     at.text_input(key="rg-m-path").set_value(str(path)).run()
     at.button(key="rg-m-add").click().run()
     assert not _errors(at) and "tiny_page" in at.success[0].value
@@ -195,16 +214,16 @@ def test_registry_adds_a_validated_model(tmp_path):
 
 # -- Embeddings ------------------------------------------------------------------------------------
 def test_embeddings_renders_and_reports_bad_requests():
-    at = _page("app_pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:5"})
+    at = _page("pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:5"})
     assert not _errors(at) and any("Compute embedding" in i.value for i in at.info)
     at.button(key="em-run").click().run()
     assert any("more samples (5) than n_neighbors (15)" in e for e in _errors(at))
-    assert any("Run not found" in e for e in _errors(_page("app_pages/embeddings.py", {"run": "f" * 64})))
+    assert any("Run not found" in e for e in _errors(_page("pages/embeddings.py", {"run": "f" * 64})))
 
 
 @pytest.mark.slow
 def test_embedding_is_computed_on_the_worker_and_reopens_by_link():
-    at = _page("app_pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:60"})
+    at = _page("pages/embeddings.py", {"model": "digits_cnn", "dataset": "digits", "samples": "0:60"})
     at.button(key="em-run").click().run()
     assert not _errors(at)
     key = _query(at)["run"]

@@ -11,8 +11,8 @@ from explainers.registry import all_explainers
 from explainers.runner import sample_passes
 from worker.batch import _job, make_request, pass_time
 from worker.jobs import run_job
+from worker.samples import job_samples
 
-pytest.importorskip("model_registry.zoo")
 
 SMALL = {
     "samp": {"n_frag": 4, "pixels_per_step": 256},
@@ -34,7 +34,7 @@ CASES += [("breast_cancer_mlp", "breast_cancer", "shap", SMALL["shap"]),
 
 def _counted(model: str, dataset: str, explainer: str, params: dict, ids: list[int]) -> int:
     req = make_request(loupe.model(model), loupe.dataset(dataset), ids, explainer, params)
-    return run_job(_job(req, ids, 16))[1]
+    return run_job(_job(req, ids, 16), job_samples(req.dataset, tuple(ids)))[1]
 
 
 @pytest.mark.parametrize(("model", "dataset", "explainer", "params"), CASES,

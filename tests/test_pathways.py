@@ -15,15 +15,15 @@ from torch import nn
 
 import loupe
 from explainers import _influence as inf
-from explainers.base import ParamError
-from explainers.pathways import (BluffPathways, PathwaysParams, PathwaysResult, Transition, attack_grid, columns,
-                                 edge_medians)
-from explainers.runner import ExplainError
+from explainers.base import ExplainError, ParamError
+from explainers.pathways import BluffPathways, PathwaysParams, Transition, attack_grid, columns, edge_medians
+from explainers.results.pathways import PathwaysResult
 from model_registry.registry import get_model
 from store.artifacts import Artifact
 from worker import cluster
 
 SMALL = {"strengths": "0.1,0.3,0.5", "steps": 5, "images": 6, "patch_pool": 24, "patches": 3}
+pytestmark = pytest.mark.usefixtures("module_home")  # its stored results are this module's own
 
 
 # -- influence oracles ------------------------------------------------------------------------------
@@ -255,6 +255,7 @@ def cnn_result() -> PathwaysResult:
 
 def test_zoo_run_is_stored_linked_and_reopened(cnn_result: PathwaysResult) -> None:
     res = cnn_result
+    assert not res.cached  # computed for this module's own store (module_home)
     assert res.layers == ["block1", "block2", "block3", "block4"] and res.info["edge_kinds"] == ["weights"] * 3
     assert res.strengths.tolist() == pytest.approx([0.1, 0.3, 0.5]) and res.success_rate.shape == (3,)
     assert res.n_used[0] == 6 and all(res.n_used[2:] == np.round(res.success_rate * 6))

@@ -23,7 +23,7 @@ def _page(query: dict[str, str] | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     for name, value in (query or {}).items():
         at.query_params[name] = value
-    at.switch_page("app_pages/pathways.py")
+    at.switch_page("pages/pathways.py")
     return at.run()
 
 

@@ -102,3 +102,26 @@ def test_auto_and_its_resolved_value_are_one_stored_run() -> None:
     explicit = loupe.explain("shapes_cnn", "shapes", "0:2", "occlusion", {"window": 8, "stride": 4})
     assert explicit.cached and explicit.key == auto.key
     assert loupe.run(auto.key).provenance["params"]["window"] == 8
+
+
+def test_the_preset_is_one_form_field_in_the_cache_key_and_the_share_link() -> None:
+    """The form shows ``preset`` and, under it, the values that run on the model; choosing "paper"
+    and changing nothing else puts only ``samp.preset=paper`` in the Explain URL, which reopens the
+    same request; the request (hence its run key) carries the preset."""
+    import loupe
+    from views.explain import Selection
+    from views.params import with_defaults
+
+    schema = next(e for e in loupe.explainers() if e["id"] == "samp")["params"]
+    preset = next(f for f in schema if f["name"] == "preset")
+    assert list(preset["choices"]) == ["loupe", "paper"] and preset["default"] == "loupe"
+    paper = loupe.resolved_params("shapes_cnn", "samp", {"preset": "paper"})
+    form = with_defaults(schema, {k: v for k, v in paper.items() if k != "preset"})
+    assert {f["name"]: f["default"] for f in form}["pixels_per_step"] == 81, "the form shows the value used, not 0"
+    query = Selection("shapes_cnn", "shapes", (0,), ("samp",), {"samp": paper}).to_query({"samp": form})
+    assert {k: v for k, v in query.items() if k.startswith("samp.")} == {"samp.preset": "paper"}
+    reopened = Selection.from_query(query, "shapes_cnn", "shapes").params["samp"]
+    assert loupe.resolved_params("shapes_cnn", "samp", reopened) == paper
+    keys = {p: loupe.request("shapes_cnn", "shapes", "0", "samp", {"preset": p}) for p in ("loupe", "paper")}
+    assert keys["paper"].params == paper and keys["loupe"].params["preset"] == "loupe"
+    assert keys["paper"].params != keys["loupe"].params  # so their run keys differ

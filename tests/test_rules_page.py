@@ -11,8 +11,7 @@ from streamlit.testing.v1 import AppTest
 import loupe
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "app_pages" / "rules.py")
-pytest.importorskip("model_registry.zoo")
+PAGE = str(ROOT / "pages" / "rules.py")
 
 
 def _page(query: dict[str, str] | None = None) -> AppTest:
@@ -33,7 +32,7 @@ def cancer():
 
 def test_the_page_is_in_the_app_and_renders_its_pickers():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.switch_page("app_pages/rules.py").run()
+    at.switch_page("pages/rules.py").run()
     assert not at.exception and at.title[0].value == "Rules"
     models = at.selectbox(key="rules-model").options
     assert {"breast_cancer_mlp", "highdim_mlp"} <= set(models) and "shapes_cnn" not in models
@@ -82,7 +81,7 @@ def test_a_model_and_dataset_that_do_not_fit_show_a_clear_error():
 def test_views_draw_the_tree_and_the_curve_from_stored_arrays():
     import numpy as np
 
-    from views.rules import _layout, fidelity_curve_figure, rules_frame, tree_figure
+    from views.rules import _layout, fidelity_curve_figure, rules_frame, rules_row_height, tree_figure
 
     # root 0 -> (1, 2); 2 -> (3, 4): leaves 1, 3, 4 at x = 0, 1, 2; node 2 over its children; root over 0 and 1.5
     left, right = np.array([1, -1, 3, -1, -1]), np.array([2, -1, 4, -1, -1])
@@ -98,4 +97,7 @@ def test_views_draw_the_tree_and_the_curve_from_stored_arrays():
     assert list(curve.data[1].x) == [10] and list(curve.data[1].y) == [0.95]
     frame = rules_frame([{"id": "R1", "rule": "IF a <= 1 THEN no", "class": "no", "support": 3, "coverage": 0.3,
                           "precision": 1.0, "accuracy": None, "length": 1}])
-    assert list(frame.columns) == ["id", "class", "support", "coverage", "precision", "accuracy", "length", "rule"]
+    assert list(frame.columns) == ["id", "rule", "class", "coverage", "precision", "accuracy", "support", "length"]
+    assert rules_row_height(frame) == 66  # one line; Streamlit wraps text only in rows taller than 64 px
+    frame.loc[0, "rule"] = "x" * 100
+    assert rules_row_height(frame, chars_per_line=44) == 12 + 21 * 3

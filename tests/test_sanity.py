@@ -137,7 +137,7 @@ def test_stored_and_reopened_from_its_link_without_computing(ig_check, monkeypat
     def refuse(*_args, **_kwargs):
         raise AssertionError("a stored sanity check was computed again")
 
-    monkeypatch.setattr(worker.analyses, "_execute", refuse)
+    monkeypatch.setattr(worker.analyses.dispatch, "run", refuse)
     again = loupe.sanity("shapes_cnn", "shapes", list(range(8)), "integrated_gradients", {"n_steps": 16})
     assert again.cached and again.key == ig_check.key
     assert ig_check.link.endswith(f"/sanity?run={ig_check.key}") and loupe.kind_of(ig_check.key) == "sanity"

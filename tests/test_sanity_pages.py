@@ -33,7 +33,7 @@ def _sanity_links(at: AppTest) -> list[str]:
 
 
 def test_explain_runs_the_sanity_check_of_the_shown_explainer() -> None:
-    at = _ok(_page("app_pages/explain.py", EXPLAIN))
+    at = _ok(_page("pages/explain.py", EXPLAIN))
     at.button(key="ex-run").click().run()
     _ok(at)
     assert at.selectbox(key="ex-sanity-explainer").value == "saliency" and not _sanity_links(at)
@@ -43,13 +43,13 @@ def test_explain_runs_the_sanity_check_of_the_shown_explainer() -> None:
     assert stored is not None and _sanity_links(at) == [stored.link]
     assert any(m.value.startswith(f":{'green' if stored.verdict == 'pass' else 'red'}[**{stored.verdict.upper()}**]")
                for m in at.markdown)
-    reopened = _ok(_page("app_pages/explain.py", EXPLAIN))  # stored: shown at once, no button
+    reopened = _ok(_page("pages/explain.py", EXPLAIN))  # stored: shown at once, no button
     assert _sanity_links(reopened) == [stored.link] and not [b for b in reopened.button if b.key == "ex-sanity-run"]
 
 
 def test_compare_runs_it_for_a_chosen_model_and_explainer() -> None:
     query = {"dataset": "digits", "models": "digits_cnn", "explainers": "saliency,input_x_gradient", "samples": "0:3"}
-    at = _ok(_page("app_pages/compare.py", query))
+    at = _ok(_page("pages/compare.py", query))
     at.button(key="cmp-run").click().run()
     at.selectbox(key="cmp-sanity-explainer").set_value("input_x_gradient").run()
     at.button(key="cmp-sanity-run").click().run()
@@ -60,9 +60,9 @@ def test_compare_runs_it_for_a_chosen_model_and_explainer() -> None:
 
 def test_sanity_page_reopens_a_stored_check_from_its_link() -> None:
     res = loupe.sanity("digits_cnn", "digits", "0:2", "saliency")
-    at = _ok(_page("app_pages/sanity.py", {"run": res.key}))
+    at = _ok(_page("pages/sanity.py", {"run": res.key}))
     assert at.title[0].value == "Sanity check" and _sanity_links(at) == [res.link]
     assert any(res.verdict_text in m.value for m in at.markdown) and len(at.get("plotly_chart")) == 1
-    assert _ok(_page("app_pages/explain.py", {"run": res.key})).title[0].value == "Sanity check", \
+    assert _ok(_page("pages/explain.py", {"run": res.key})).title[0].value == "Sanity check", \
         "a sanity link edited to another page opens the Sanity page"
-    assert any("Result not found" in e.value for e in _page("app_pages/sanity.py", {"run": "f" * 64}).error)
+    assert any("Result not found" in e.value for e in _page("pages/sanity.py", {"run": "f" * 64}).error)

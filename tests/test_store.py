@@ -12,9 +12,10 @@ import pytest
 
 from store import db, schema
 from store.export import export, top_k
-from store.keys import InvalidKey, canonical_json, check_key, is_valid_key, item_key, run_key
+from store.files import StoreError
+from store.keys import InvalidKey, RunNotFound, canonical_json, check_key, is_valid_key, item_key, run_key
 from store.links import parse_run_param, run_link
-from store.runs import ItemRecord, RunNotFound, Store, StoreError
+from store.runs import ItemRecord, Store
 
 META = {
     "model_id": "shapes_cnn",
@@ -373,8 +374,8 @@ def test_export_columns_and_top_k_on_a_hand_built_map(store: Store, monkeypatch:
     image_run, _ = _hand_run(store)
     frame = export(store, image_run, k=3)
     assert list(frame.columns) == [
-        "run_key", "link", "model", "dataset", "sample_id", "label", "target", "prediction", "confidence",
-        "explainer", "params", "deletion_auc", "metric_label",
+        "run_key", "link", "model", "dataset", "sample_id", "label", "label_name", "target", "target_name",
+        "prediction", "prediction_name", "confidence", "explainer", "params", "deletion_auc", "metric_label",
         "top1_index", "top1_row", "top1_col", "top1_value", "top2_index", "top2_row", "top2_col", "top2_value",
         "top3_index", "top3_row", "top3_col", "top3_value",
     ]
@@ -382,6 +383,9 @@ def test_export_columns_and_top_k_on_a_hand_built_map(store: Store, monkeypatch:
     assert row["link"] == f"http://host:1/explain?run={image_run}" and row["params"] == canonical_json(META["params"])
     assert (row["model"], row["dataset"], row["explainer"], row["sample_id"]) == ("shapes_cnn", "shapes", "saliency", 4)
     assert (row["label"], row["target"], row["prediction"], row["confidence"]) == (2, 1, 1, 0.75)
+    assert pd.isna(row["label_name"]) and pd.isna(row["prediction_name"])  # no names given: empty, not made up
+    named = export(store, image_run, k=0, model_classes={"shapes_cnn": ["m0", "m1", "m2"]}).iloc[0]
+    assert (named["label_name"], named["target_name"], named["prediction_name"]) == ("m2", "m1", "m1")
     assert (row["deletion_auc"], row["metric_label"]) == (0.125, 9.0)
     # values 3.0 at (0,2)=2 and (1,0)=3 tie: the lower index first; then 1.0 at (1,2)=5
     assert [row[f"top{j}_index"] for j in (1, 2, 3)] == [2, 3, 5]

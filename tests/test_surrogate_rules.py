@@ -16,15 +16,15 @@ from torch import nn
 
 import loupe
 from data.base import Dataset, Split
-from explainers.runner import ExplainError
-from explainers.surrogate_rules import RulesResult, combine
+from explainers.results.rules import RulesResult
+from explainers.surrogate_rules import combine
 from model_registry.base import ModelHandle, weights_hash
 from model_registry.blackbox import sklearn_model
 from worker.analyses import run_analysis
 
-pytest.importorskip("model_registry.zoo")
 THRESHOLD = 0.3
 N_FEATURES = 12
+pytestmark = pytest.mark.usefixtures("module_home")  # its stored results are this module's own
 
 
 class AxisRule(nn.Module):
@@ -210,7 +210,7 @@ def test_breast_cancer_fidelity_with_at_most_16_leaves(cancer):
 
 def test_a_share_link_reopens_the_stored_result_without_recomputing(cancer):
     again = loupe.rules(model="breast_cancer_mlp", dataset="breast_cancer", max_leaves=16)
-    assert again.cached and again.key == cancer.key
+    assert not cancer.cached and again.cached and again.key == cancer.key  # this module's own store (module_home)
     assert loupe.kind_of(cancer.key) == "rules"
     reopened = RulesResult(loupe.artifact(cancer.link.split("?run=")[1]))
     assert reopened.rules == cancer.rules and reopened.local(7) == cancer.local(7)
@@ -271,7 +271,7 @@ def test_a_gradient_boosting_black_box_gets_rules_the_same_way(boosted):
 
 
 def test_black_boxes_refuse_gradient_explainers_and_need_trust(boosted, tmp_path):
-    from model_registry.manifest import read_manifest
+    from manifest import read_manifest
 
     res, gbm = boosted
     handle = sklearn_model("gbm_session", gbm, ["malignant", "benign"], 30)

@@ -19,9 +19,9 @@ from PIL import Image
 
 from data.base import DatasetError
 from data.loaders import load_dataset
+from manifest import DATASET_KINDS, MODEL_KINDS, read_manifest
 from model_registry.base import ModelError, weights_hash
 from model_registry.loaders import MODEL_LOADERS, load_model
-from model_registry.manifest import DATASET_KINDS, MODEL_KINDS, read_manifest
 from data.loaders import DATASET_LOADERS
 
 FACTORY = "loupe_test_factory"
@@ -203,7 +203,7 @@ def test_missing_factory_module_is_reported(home: Path) -> None:
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_corrupt_weights_file_names_the_model(home: Path, kind: str) -> None:
     bad = _write(home / "corrupt.bin", "this is not a model " * 20)
-    with pytest.raises(ModelError, match=f"model 'm': .*corrupt.bin.* not a readable"):
+    with pytest.raises(ModelError, match="model 'm': .*corrupt.bin.* not a readable"):
         load(home, kind, bad, **({"factory": f"{FACTORY}:build"} if kind == "state_dict" else
                                  {"trust": True, "task": "tabular", "input_shape": [4]} if kind == "sklearn" else {}))
 

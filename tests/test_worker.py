@@ -19,13 +19,12 @@ from explainers.runner import explain_samples
 from model_registry.registry import get_model
 from store.runs import Store
 from worker import cluster
-from worker.batch import BatchCancelled, JobFailed
+from worker.dispatch import BatchCancelled, JobFailed
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("model_registry.zoo")
 
 
-def test_identical_request_runs_zero_passes_and_returns_the_same_result():
+def test_identical_request_runs_zero_passes_and_returns_the_same_result(fresh_home):
     first = loupe.explain("shapes_cnn", "shapes", "0:4", "saliency")
     assert not first.cached and first.provenance["passes"] > 0 and first.provenance["computed"] == 4
     again = loupe.explain("shapes_cnn", "shapes", [0, 1, 2, 3], "saliency", params={"abs": True})
@@ -35,7 +34,7 @@ def test_identical_request_runs_zero_passes_and_returns_the_same_result():
     assert again.metrics == first.metrics
 
 
-def test_overlapping_request_computes_only_new_samples():
+def test_overlapping_request_computes_only_new_samples(fresh_home):
     loupe.explain("shapes_cnn", "shapes", "10:14", "input_x_gradient")
     res = loupe.explain("shapes_cnn", "shapes", "12:16", "input_x_gradient")
     assert res.provenance["reused"] == 2 and res.provenance["computed"] == 2
@@ -58,6 +57,9 @@ def test_stored_run_opens_by_key_and_exports():
     frame = loupe.export(res.key)
     assert list(frame["sample_id"]) == [30, 31, 32] and set(frame["run_key"]) == {res.key}
     assert frame["link"].iloc[0] == res.link == loupe.link(res.key)
+    classes = loupe.model("shapes_cnn").classes  # every export carries class names beside the indices
+    assert frame["prediction_name"].tolist() == [classes[int(i)] for i in res.predictions]
+    assert frame["label_name"].tolist() == [loupe.dataset("shapes").classes[int(i)] for i in res.labels]
 
 
 def test_cancel_keeps_finished_chunks_and_a_rerun_resumes():
@@ -101,7 +103,7 @@ def build(flag):
 '''
 
 
-def test_worker_killed_mid_job_reports_and_next_request_works(tmp_path, monkeypatch):
+def test_worker_killed_mid_job_reports_and_next_request_works(tmp_path, monkeypatch, fresh_home, fresh_cluster):
     pkg = tmp_path / "killer_pkg"
     pkg.mkdir()
     (pkg / "killer_model.py").write_text(KILLER)
@@ -133,17 +135,13 @@ path = "{tmp_path / 'rows.npz'}"
 ''')
     monkeypatch.setenv("LOUPE_MANIFEST", str(manifest))
     monkeypatch.setenv("PYTHONPATH", f"{pkg}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    cluster.shutdown()  # a fresh embedded cluster whose workers inherit the factory's path
-    try:
-        loupe.model("killer")  # loaded (and probed) here while the flag is absent
-        flag.write_text("die")
-        with pytest.raises(JobFailed, match="died"):
-            loupe.explain("killer", "rows", "0:4", "input_x_gradient")
-        flag.unlink()
-        res = loupe.explain("killer", "rows", "0:4", "input_x_gradient")
-        assert res.attributions.shape == (4, 4) and np.isfinite(res.attributions).all()
-    finally:
-        cluster.shutdown()
+    loupe.model("killer")  # loaded (and probed) here while the flag is absent
+    flag.write_text("die")
+    with pytest.raises(JobFailed, match="died"):
+        loupe.explain("killer", "rows", "0:4", "input_x_gradient")
+    flag.unlink()
+    res = loupe.explain("killer", "rows", "0:4", "input_x_gradient")
+    assert res.attributions.shape == (4, 4) and np.isfinite(res.attributions).all()
 
 
 def _free_port() -> int:
@@ -159,7 +157,7 @@ def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
         client.wait_for_workers(n, timeout=timeout)
 
 
-def test_external_scheduler_and_worker(monkeypatch, tmp_path):
+def test_external_scheduler_and_worker(monkeypatch, tmp_path, fresh_home, fresh_cluster):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -172,7 +170,6 @@ def test_external_scheduler_and_worker(monkeypatch, tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_workers(address, 1)
-        cluster.shutdown()
         monkeypatch.setenv("LOUPE_SCHEDULER", address)
         res = loupe.explain("shapes_cnn", "shapes", "40:42", "saliency")
         assert not res.cached and res.provenance["passes"] > 0
@@ -207,7 +204,7 @@ path = "{tmp_path / 'rows.npz'}"
 
         assert (loupe_home() / "worker_files" / f"{digest}.pt").exists()
     finally:
-        cluster.shutdown()
+        cluster.shutdown()  # the client first, while its scheduler is still there
         for proc in (worker, scheduler):
             proc.terminate()
         for proc in (worker, scheduler):
@@ -217,21 +214,17 @@ path = "{tmp_path / 'rows.npz'}"
                 proc.kill()
 
 
-def test_unreachable_scheduler_is_a_clear_error(monkeypatch):
-    cluster.shutdown()
+def test_unreachable_scheduler_is_a_clear_error(monkeypatch, fresh_home, fresh_cluster):
     monkeypatch.setenv("LOUPE_SCHEDULER", f"tcp://127.0.0.1:{_free_port()}")
     monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
     started = time.monotonic()
-    try:
-        with pytest.raises(cluster.ClusterError, match="cannot reach the Dask scheduler"):
-            loupe.explain("shapes_cnn", "shapes", "50:51", "saliency")
-    finally:
-        cluster.shutdown()
+    with pytest.raises(cluster.ClusterError, match="cannot reach the Dask scheduler"):
+        loupe.explain("shapes_cnn", "shapes", "50:51", "saliency")
     assert time.monotonic() - started < 30
 
 
 @pytest.mark.slow
-def test_cli_batch_killed_mid_way_resumes_without_duplicates_or_gaps():
+def test_cli_batch_killed_mid_way_resumes_without_duplicates_or_gaps(fresh_home):
     import signal
 
     import duckdb
@@ -280,7 +273,7 @@ def test_sanity_check_runs_on_the_cluster_and_separates_methods():
     assert saliency.mean() < 0.9, "a trained CNN's saliency should change when its weights are randomised"
 
 
-def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkeypatch):
+def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkeypatch, fresh_home, fresh_cluster):
     """Streamlit installs the script it runs as a bare ``__main__`` module; spawned workers must not
     re-execute that file (a page that cannot run bare made the Nanny fail to start)."""
     import types
@@ -290,11 +283,20 @@ def test_workers_spawned_under_a_streamlit_script_do_not_run_it(tmp_path, monkey
     page.write_text(f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('a page ran in a worker')\n")
     fake_main = types.ModuleType("__main__")
     fake_main.__file__ = str(page)
-    cluster.shutdown()
     monkeypatch.setitem(sys.modules, "__main__", fake_main)
-    try:
-        res = loupe.explain("breast_cancer_mlp", "breast_cancer", [5, 6], "saliency", batch_size=2)
-        assert not res.cached and res.attributions.shape == (2, 30)
-    finally:
-        cluster.shutdown()
+    res = loupe.explain("breast_cancer_mlp", "breast_cancer", [5, 6], "saliency", batch_size=2)
+    assert not res.cached and res.attributions.shape == (2, 30)
+    cluster.shutdown()  # while the fake __main__ is still installed: stopping workers spawns nothing
     assert not marker.exists()
+
+
+def test_a_part_of_a_stored_run_is_answered_from_its_samples_without_computing():
+    res = loupe.explain("shapes_cnn", "shapes", [740, 743, 749], "saliency")
+    assert loupe.stored("shapes_cnn", "shapes", [743, 750], "saliency") is None  # #750 was never explained
+    before = len(loupe.runs(limit=10_000))
+    part = loupe.stored("shapes_cnn", "shapes", [749, 743], "saliency")
+    assert part is not None and part.sample_ids == [749, 743] and part.provenance["computed"] == 0
+    np.testing.assert_array_equal(part.attributions, res.attributions[[2, 1]])
+    assert part.metrics == [res.metrics[2], res.metrics[1]]
+    assert len(loupe.runs(limit=10_000)) == before + 1 and loupe.run(part.key).sample_ids == [749, 743]  # a link
+    assert loupe.estimate("shapes_cnn", "shapes", [749, 743], "saliency").n_cached == 2

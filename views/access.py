@@ -14,7 +14,11 @@ The mode comes from configuration only, checked in this order:
   the server to 127.0.0.1, so an open Loupe is reachable only from its own machine.
 
 :func:`access_policy` and :class:`AccessPolicy` hold the decisions and are tested without
-Streamlit; :func:`require_access` is the layout that app.py calls before any page runs.
+Streamlit; :func:`require_access` is the layout that app.py calls before any page runs, and that
+every page in ``pages/`` calls first as well. The second call is what holds on a fresh server:
+Streamlit serves a folder named ``pages/`` as a multipage-v1 app until a session has run app.py
+(whose ``st.navigation`` turns that off), so the first request for a page path (``/home``) runs
+that page without app.py. Inside app.py's router the page's call returns at once.
 """
 from __future__ import annotations
 
@@ -78,8 +82,9 @@ def _has_auth_section() -> bool:
 def _lock(gate: Callable[[], None]) -> NoReturn:
     """Serve ``gate`` as the app's only page and stop. Registering it through ``st.navigation``
     matters: a script that stops before ``st.navigation`` makes Streamlit fall back to listing and
-    serving a ``pages/`` folder directly (which is why Loupe's pages live in ``app_pages/``). Here every URL
-    path lands on the gate, and the real pages are not registered until access is granted."""
+    serving the ``pages/`` folder directly. Here every URL path lands on the gate, and the real pages
+    are not registered until access is granted (called from a page that multipage v1 ran, this
+    navigation also ends v1 for the server)."""
     st.navigation([st.Page(gate, title="Loupe", url_path="access", default=True)], position="hidden").run()
     st.stop()
 
@@ -104,7 +109,8 @@ def _token_form(policy: AccessPolicy) -> None:
 
 def require_access() -> None:
     """Return when this session may use Loupe; otherwise serve the login, token or "closed" page
-    in place of every page and stop the run. Call it in app.py before ``st.navigation``."""
+    in place of every page and stop the run. app.py calls it before ``st.navigation``, and every
+    page calls it first (see the module docstring); it renders nothing when access is granted."""
     try:
         policy = access_policy(_has_auth_section(), os.environ)
     except AccessConfigError as err:
@@ -114,10 +120,14 @@ def require_access() -> None:
             st.error(message)
 
         _lock(closed)
-    if policy.mode == "oidc":
-        if not st.user.is_logged_in:
-            _lock(_login)
-        st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
-        st.sidebar.button("Log out", on_click=st.logout, key="loupe_logout")
+    if policy.mode == "oidc" and not st.user.is_logged_in:
+        _lock(_login)
     elif policy.mode == "token" and not st.session_state.get(_GRANTED):
         _lock(lambda: _token_form(policy))
+
+
+def account_menu() -> None:
+    """With a login (OIDC): who is signed in, and "Log out", in the sidebar (app.py, once per run)."""
+    if _has_auth_section() and st.user.is_logged_in:
+        st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
+        st.sidebar.button("Log out", on_click=st.logout, key="loupe_logout")

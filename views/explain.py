@@ -4,7 +4,7 @@ links into the page from other pages. Pure; tested without Streamlit."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlencode
 
 from views.params import from_query, to_query
@@ -86,6 +86,48 @@ def explain_link(base: str, model: str, dataset: str, samples: Sequence[int], ex
 
 
 def caption(sample_id: int, classes: Sequence[str], label: int, prediction: int, confidence: float) -> str:
-    """A gallery thumbnail's caption: id, label, prediction and confidence (✗ marks a mistake)."""
+    """A gallery thumbnail's caption: id, label, prediction and confidence (✗ marks a mistake);
+    ``classes`` are the model's, and a label of -1 (a class the model does not have) shows as "?"."""
+    if label < 0:
+        return f"#{sample_id} · ? → {classes[prediction]} ({confidence:.2f})"
     mark = "" if label == prediction else " ✗"
     return f"#{sample_id} · {classes[label]} → {classes[prediction]} ({confidence:.2f}){mark}"
+
+
+@dataclass(frozen=True)
+class GalleryFilter:
+    """Which samples the gallery shows: only the model's mistakes, only some labels (indices into
+    the dataset's classes; empty: all), only a range of the model's confidence."""
+
+    misclassified: bool = False
+    labels: tuple[int, ...] = ()
+    confidence: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def active(self) -> bool:
+        return self.misclassified or bool(self.labels) or self.confidence != (0.0, 1.0)
+
+    def keeps(self, row: Mapping[str, Any]) -> bool:
+        """Whether a prediction row (label, prediction, confidence) passes."""
+        low, high = self.confidence
+        return ((not self.misclassified or row["label"] != row["prediction"])
+                and (not self.labels or row["label"] in self.labels) and low <= row["confidence"] <= high)
+
+
+def gallery_page(predict: Callable[[tuple[int, ...]], list[dict]], start: int, n: int, chosen: GalleryFilter,
+                 size: int = 12, chunk: int = 96, limit: int = 960) -> tuple[list[dict], int]:
+    """The next ``size`` prediction rows from sample ``start`` on (of ``n``) that ``chosen`` keeps,
+    and where the scan stopped (the next page's start). ``predict(ids)`` gives the rows of a chunk
+    of ids (the page's cached worker call); at most ``limit`` samples are scanned per page, so a
+    rare filter costs a bounded number of model passes and the user pages on."""
+    rows: list[dict] = []
+    position, end = start, min(n, start + (limit if chosen.active else size))
+    while position < end and len(rows) < size:
+        ids = tuple(range(position, min(position + (chunk if chosen.active else size), end)))
+        for row in predict(ids):
+            position = row["sample_id"] + 1
+            if chosen.keeps(row):
+                rows.append(row)
+                if len(rows) == size:
+                    break
+    return rows, position

@@ -73,6 +73,14 @@ def feature_bars(attribution: np.ndarray, feature_names: Sequence[str], top: int
     return fig
 
 
+def top_features(attribution: np.ndarray, feature_names: Sequence[str], k: int = 5) -> list[str]:
+    """The ``k`` features with the largest |attribution|, each with its sign (a tabular map in words)."""
+    values = np.asarray(attribution, dtype=np.float64)
+    order = np.argsort(-np.abs(values), kind="stable")[:k]
+    names = [feature_names[j] if j < len(feature_names) else f"feature {j}" for j in order]
+    return [f"{name} {'+' if values[j] >= 0 else '−'}" for name, j in zip(names, order)]
+
+
 @functools.lru_cache(maxsize=8)
 def _lut(scale: str) -> np.ndarray:
     """The Plotly colour scale ``scale`` sampled at 256 levels, as a read-only 256×3 float array
@@ -107,16 +115,20 @@ def overlay_png(image: np.ndarray, attribution: np.ndarray, opacity: float = 0.6
     return _png(Image.fromarray(_overlay_pixels(image, attribution, opacity)))
 
 
-def overlay_card_png(image: np.ndarray, attribution: np.ndarray, opacity: float = 0.6, size: int = 256) -> bytes:
+def overlay_card_png(image: np.ndarray, attribution: np.ndarray, opacity: float = 0.6, size: int = 256,
+                     colour_bar: bool = True) -> bytes:
     """The overlay enlarged to ``size`` pixels (nearest neighbour: each input pixel stays a sharp
-    block) with a colour bar labelled by the scale's limits, as PNG bytes. The page shows this by
-    default: an image costs the browser nothing to draw, while the interactive Plotly figure
-    (:func:`attribution_overlay`) needs a 4.7 MB script first (about 2 s on a 2-core machine)."""
+    block) with a colour bar labelled by the scale's limits (unless ``colour_bar`` is False, for
+    grids of small maps), as PNG bytes. The page shows this by default: an image costs the browser
+    nothing to draw, while the interactive Plotly figure (:func:`attribution_overlay`) needs Plotly's
+    multi-megabyte script first."""
     from PIL import Image, ImageDraw
 
     pixels = Image.fromarray(_overlay_pixels(image, attribution, opacity))
     scale_factor = max(1, round(size / max(pixels.size)))
     pixels = pixels.resize((pixels.width * scale_factor, pixels.height * scale_factor), Image.Resampling.NEAREST)
+    if not colour_bar:
+        return _png(pixels)
     scale, low, high = colour_scale(attribution)
     bar_height = pixels.height - 16
     ramp = _lut(scale)[np.linspace(255, 0, bar_height).round().astype(int)]
@@ -130,21 +142,31 @@ def overlay_card_png(image: np.ndarray, attribution: np.ndarray, opacity: float 
     return _png(card)
 
 
-def _small(fig: go.Figure, title: str, height: int = 220) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin={"l": 0, "r": 0, "t": 60, "b": 0},
-                      legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
+PAIR = ("#1f77b4", "#ff7f0e")
+"""Two colours that stay apart for colour-blind readers and in print (Plotly's blue and orange)."""
+
+
+def _small(fig: go.Figure, title: str, height: int = 240) -> go.Figure:
+    """A small figure: the title on top, the legend (if any) under the x axis, so the two never
+    overlap however narrow the column."""
+    fig.update_layout(title={"text": title, "x": 0, "xanchor": "left", "y": 0.98, "yanchor": "top"}, height=height,
+                      margin={"l": 0, "r": 0, "t": 36, "b": 0},
+                      legend={"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"})
     return fig
 
 
 def curves_figure(fractions: np.ndarray, deletion: np.ndarray, insertion: np.ndarray, title: str = "") -> go.Figure:
     """Deletion and insertion curves of one sample: the normalised target logit against the
-    fraction of units moved (specs/samp.md §3); the AUCs are their means."""
+    fraction of units moved (specs/samp.md §3); the AUCs are their means. Deletion (↓ better) is a
+    dashed blue line, insertion (↑ better) a solid orange one."""
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=fractions, y=deletion, name=f"deletion (AUC {np.mean(deletion):.3f})", mode="lines"))
-    fig.add_trace(go.Scatter(x=fractions, y=insertion, name=f"insertion (AUC {np.mean(insertion):.3f})", mode="lines"))
+    fig.add_trace(go.Scatter(x=fractions, y=deletion, name=f"deletion ↓ (AUC {np.mean(deletion):.3f})", mode="lines",
+                             line={"color": PAIR[0], "dash": "dash", "width": 2}))
+    fig.add_trace(go.Scatter(x=fractions, y=insertion, name=f"insertion ↑ (AUC {np.mean(insertion):.3f})",
+                             mode="lines", line={"color": PAIR[1], "width": 2}))
     fig.update_xaxes(title="fraction of units moved")
     fig.update_yaxes(title="logit / f(x)")
-    return _small(fig, title or "Deletion / insertion")
+    return _small(fig, title or "Deletion / insertion", height=300)
 
 
 def path_logits_figure(paths: dict[str, np.ndarray], title: str = "") -> go.Figure:
@@ -154,10 +176,10 @@ def path_logits_figure(paths: dict[str, np.ndarray], title: str = "") -> go.Figu
         values = np.asarray(logits, dtype=np.float64)
         values = values[~np.isnan(values)]
         fig.add_trace(go.Scatter(x=np.arange(len(values)), y=values, name=f"{name} path", mode="lines+markers",
-                                 marker={"size": 3}))
+                                 marker={"size": 3}, line={"color": PAIR[len(fig.data) % 2]}))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="target logit")
-    return _small(fig, title or "SAMP path logits")
+    return _small(fig, title or "SAMP path logits", height=300)
 
 
 def patch_grid_figure(scores: np.ndarray, evaluated: np.ndarray | None = None, title: str = "") -> go.Figure:

@@ -4,7 +4,7 @@ the URL carries (only values that differ from the defaults, so links stay short)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 @dataclass(frozen=True)
 class Widget:
@@ -30,7 +30,7 @@ def widget(field: Mapping[str, Any]) -> Widget:
                   tuple(field["choices"]) if field.get("choices") else None)
 
 
-_CASTS = {"toggle": lambda v: v if isinstance(v, bool) else {"true": True, "false": False}[str(v).lower()],
+_CASTS: dict[str, Callable[[Any], Any]] = {"toggle": lambda v: v if isinstance(v, bool) else {"true": True, "false": False}[str(v).lower()],
           "int": int, "float": float, "select": str, "text": str}
 
 
@@ -48,7 +48,7 @@ def widget_value(w: Widget, raw: Any) -> tuple[Any, str | None]:
     return value, None
 
 
-def grouped(schema: list[Mapping[str, Any]]) -> dict[str, list[Widget]]:
+def grouped(schema: Sequence[Mapping[str, Any]]) -> dict[str, list[Widget]]:
     """Widgets by the field's ``group`` ("main" first, then in declaration order)."""
     groups: dict[str, list[Widget]] = {"main": []}
     for field in schema:
@@ -61,6 +61,20 @@ def with_defaults(schema: list[Mapping[str, Any]], defaults: Mapping[str, Any]) 
     explainer resolves to on one model under one preset (``loupe.resolved_params``), so a form shows
     the values that will run (not 0 for "auto") and a URL leaves exactly those out."""
     return [{**f, "default": defaults.get(f["name"], f["default"])} for f in schema]
+
+
+def with_choices(schema: list[Mapping[str, Any]], choices: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """``schema`` with the free-text fields named in ``choices`` turned into selects of those
+    options (a page knows, e.g., which explainers apply to the chosen model). A default that is not
+    among the options becomes the first option."""
+    out = []
+    for field in schema:
+        options = choices.get(field["name"])
+        if options:
+            default = field["default"] if field["default"] in options else options[0]
+            field = {**field, "choices": list(options), "default": default}
+        out.append(dict(field))
+    return out
 
 
 def to_query(explainer_id: str, values: Mapping[str, Any], schema: list[Mapping[str, Any]]) -> dict[str, str]:

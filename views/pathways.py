@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explainers.pathways import COLUMNS, Highlight, PathwaysResult
+from explainers.results.pathways import COLUMNS, Highlight, PathwaysResult
 from views.figures import to_rgb_uint8
 
 COLUMN_COLOURS = {"original": "#2ca02c", "both": "#ff7f0e", "target": "#1f77b4", "attack": "#d62728"}
@@ -17,6 +17,14 @@ COMPARE_SYMBOLS = {0: "circle", 1: "triangle-down", 2: "triangle-up", 3: "star"}
 COMPARE_NAMES = {1: "weaker only", 2: "stronger only", 3: "weaker + stronger"}
 WIDTH_BUCKETS = 5
 MAX_WIDTH = 6.0
+FADED = 0.15
+"""Fill alpha of the nodes a highlight leaves out."""
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    """``#rrggbb`` with an alpha, as Plotly's ``rgba(r,g,b,a)``."""
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha:g})"
 
 
 def node_positions(res: PathwaysResult, visible: np.ndarray) -> np.ndarray:
@@ -67,9 +75,16 @@ def _edge_traces(res: PathwaysResult, xy: np.ndarray, visible: np.ndarray, cond:
 
 def graph_figure(res: PathwaysResult, strength: float, highlight: Highlight, visible: np.ndarray,
                  pinned: Sequence[int] = (), compare: np.ndarray | None = None) -> go.Figure:
-    """The layered pathway graph. Highlighted nodes are opaque, the rest fade (opacity 0.12); only
-    highlighted edges are drawn, their width the influence at ``strength``. Pinned nodes get a black
-    ring. In compare mode (``compare``: 0 none, 1 weaker, 2 stronger, 3 both) symbols tell the states."""
+    """The layered pathway graph. Highlighted nodes are filled, the rest fade (fill alpha
+    :data:`FADED`); only highlighted edges are drawn, their width the influence at ``strength``.
+    Pinned nodes get a black ring drawn at full opacity (the fade is in the fill colour, not the
+    marker's opacity, which would fade the ring too). In compare mode (``compare``: 0 none,
+    1 weaker, 2 stronger, 3 both) symbols tell the states.
+
+    The layout sets no ``dragmode``/``clickmode`` of its own beyond ``dragmode=False``: Streamlit's
+    point selection needs ``clickmode="event+select"``, which it only sets when the figure's
+    dragmode is not a box or lasso select (with ``dragmode="select"`` a click reaches Plotly but no
+    selection is sent to the server)."""
     arrays = res.artifact.arrays
     cond = res.condition(strength)
     xy = node_positions(res, visible)
@@ -82,20 +97,25 @@ def graph_figure(res: PathwaysResult, strength: float, highlight: Highlight, vis
         if not len(members):
             continue
         symbols = [COMPARE_SYMBOLS[int(compare[k])] for k in members] if compare is not None else "circle"
+        fig.add_trace(go.Scatter(  # the legend entry, in the column's full colour and without points
+            x=[None], y=[None], mode="markers", name=COLUMN_TITLES[name], hoverinfo="skip",
+            marker={"size": 12, "color": COLUMN_COLOURS[name]}))
         fig.add_trace(go.Scatter(
-            x=xy[members, 0], y=xy[members, 1], mode="markers", name=COLUMN_TITLES[name],
+            x=xy[members, 0], y=xy[members, 1], mode="markers", name=COLUMN_TITLES[name], showlegend=False,
             customdata=members,
             text=[f"{res.layers[arrays['node_layer'][k]]}-{arrays['node_channel'][k]}" for k in members],
             hovertemplate=[f"%{{text}}<br>median activation {act[k]:.3g}<extra>{COLUMN_TITLES[name]}</extra>"
                            for k in members],
-            marker={"size": 16, "color": COLUMN_COLOURS[name], "symbol": symbols,
-                    "opacity": np.where(lit[members], 1.0, 0.12),
+            marker={"size": 16, "symbol": symbols,
+                    "color": [_rgba(COLUMN_COLOURS[name], 1.0 if lit[k] else FADED) for k in members],
                     "line": {"width": [3 if k in pins else 0 for k in members], "color": "black"}},
+            # a clicked node is a Plotly selection: keep every node's own fill instead of Plotly's dimming
+            selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 1.0}},
         ))
     fig.update_yaxes(tickvals=list(range(len(res.layers))), ticktext=res.layers, zeroline=False, showgrid=False)
     fig.update_xaxes(visible=False)
     fig.update_layout(height=140 + 110 * len(res.layers), margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      dragmode="select", clickmode="event+select", plot_bgcolor="white",
+                      dragmode=False, plot_bgcolor="white",
                       legend={"orientation": "h", "y": 1.06, "x": 0})
     return fig
 
@@ -114,8 +134,8 @@ def activation_figure(res: PathwaysResult, layer: str, channel: int, strength: f
                   annotation_text=f"benign {res.original}")
     fig.add_hline(y=float(curve["target"].iloc[0]), line={"color": COLUMN_COLOURS["target"], "dash": "dash"},
                   annotation_text=f"benign {res.target}")
-    fig.update_layout(title=f"{layer}-{channel}", height=260, showlegend=False,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=f"strength ({res.info['unit']})",
+    fig.update_layout(height=240, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis_title=f"strength ({res.info['unit']})",
                       yaxis_title="median activation")
     return fig
 
@@ -153,3 +173,10 @@ def selected_nodes(event: Any) -> list[int]:
     points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
         getattr(getattr(event, "selection", None), "points", []) or []
     return [int(p["customdata"]) for p in points if isinstance(p, dict) and p.get("customdata") is not None]
+
+
+def pin(pinned: Sequence[int], nodes: Sequence[int]) -> list[int]:
+    """``pinned`` with ``nodes`` pinned last, in order (a node pinned again moves to the end, so the
+    last one is always the channel the user chose most recently)."""
+    chosen = [int(n) for n in nodes]
+    return [n for n in pinned if n not in chosen] + list(dict.fromkeys(chosen))

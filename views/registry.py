@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from model_registry.uploads import RegistrationError
+from loupe import RegistrationError
 
 
 def parse_list(text: str, cast: Callable[[str], Any], name: str) -> list[Any]:

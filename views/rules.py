@@ -9,18 +9,20 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+METHOD_LABELS = {"integrated_gradients": "IG", "shap_gradient": "SHAP (grad.)", "permutation": "permutation"}
+"""Short column labels for the probing methods' importance scores."""
 CLASS_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d")
 
 
 def fidelity_curve_figure(curve: dict[int, float], chosen_k: int) -> go.Figure:
     """Validation fidelity against k, the chosen k marked."""
     ks, fids = list(curve), list(curve.values())
-    fig = go.Figure(go.Scatter(x=ks, y=fids, mode="lines+markers", name="validation fidelity",
+    fig = go.Figure(go.Scatter(x=ks, y=fids, mode="lines+markers", name="fidelity",
                                hovertemplate="k = %{x}<br>fidelity %{y:.3f}<extra></extra>"))
     if chosen_k in curve:
         fig.add_trace(go.Scatter(x=[chosen_k], y=[curve[chosen_k]], mode="markers", name=f"chosen k = {chosen_k}",
                                  marker={"size": 14, "symbol": "star", "color": "#e45756"}))
-    fig.update_layout(xaxis_title="k (top features the surrogate may use)", yaxis_title="fidelity (held-out)",
+    fig.update_layout(xaxis_title="k (features the surrogate uses)", yaxis_title="fidelity ↑ (validation rows)",
                       height=300, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"orientation": "h", "y": -0.3})
     fig.update_xaxes(type="log" if max(ks) / max(min(ks), 1) > 20 else "linear")
     fig.update_yaxes(range=[max(0.0, min(fids) - 0.05), 1.005])
@@ -28,9 +30,17 @@ def fidelity_curve_figure(curve: dict[int, float], chosen_k: int) -> go.Figure:
 
 
 def rules_frame(rules: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """The rules as a sortable table (coverage and precision as numbers, so sorting works)."""
-    columns = ["id", "class", "support", "coverage", "precision", "accuracy", "length", "rule"]
+    """The rules as a sortable table, the rule text right after its id (coverage and precision as
+    numbers, so sorting works)."""
+    columns = ["id", "rule", "class", "coverage", "precision", "accuracy", "support", "length"]
     return pd.DataFrame(list(rules), columns=columns)
+
+
+def rules_row_height(rules: pd.DataFrame, chars_per_line: int = 42, line_px: int = 21) -> int:
+    """A row height that holds the longest rule wrapped at ``chars_per_line`` characters. Streamlit's
+    table wraps text only in rows taller than 64 px, so the height is at least 66."""
+    longest = int(rules["rule"].str.len().max()) if len(rules) else 0
+    return max(66, 12 + line_px * -(-longest // chars_per_line))
 
 
 def importance_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -64,7 +74,7 @@ def tree_figure(tree: dict[str, np.ndarray], feature_names: Sequence[str], class
     left, right = tree["left"], tree["right"]
     x, y = _layout(left, right)
     ex, ey = [], []
-    for node in np.flatnonzero(left >= 0):
+    for node in np.flatnonzero(left >= 0).tolist():
         for child in (left[node], right[node]):
             ex += [x[node], x[child], None]
             ey += [y[node], y[child], None]

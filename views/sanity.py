@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explainers.sanity_result import SanityResult
+from explainers.results.sanity import SanityResult
 
 VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
 _SAMPLE_LINE = "rgba(90, 90, 90, 0.25)"

@@ -12,8 +12,8 @@ import loupe
 from explainers.base import Result
 from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_card_png, overlay_png,
                            patch_grid_figure, path_logits_figure)
-from views.params import Widget, grouped, widget_value, with_defaults
-from views.runs import metrics_table, run_page
+from views.params import Widget, grouped, widget_value, with_choices, with_defaults
+from views.runs import metrics_html, run_page
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -41,6 +41,13 @@ def explainers_for(model: Mapping[str, Any], output: str = "attribution") -> dic
     return {e["id"]: e for e in listings()[2] if model.get("task") in e["modalities"] and e["output"] == output}
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def artifact(key: str) -> loupe.Artifact:
+    """A stored analysis result (embedding, rules, pathways), read once per server: a key always
+    names the same content."""
+    return loupe.artifact(key)
+
+
 def seed(key: str, value: Any) -> None:
     """Give widget ``key`` its value from the URL unless the user already set it this session."""
     if key not in st.session_state:
@@ -62,7 +69,7 @@ def follow_run_link(kind: str) -> None:
 
 
 _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
-    "select": lambda w, key: st.selectbox(w.name, w.options, key=key, help=w.help),
+    "select": lambda w, key: st.selectbox(w.name, w.options or (), key=key, help=w.help),
     "toggle": lambda w, key: st.toggle(w.name, key=key, help=w.help),
     "int": lambda w, key: st.number_input(w.name, min_value=None if w.low is None else int(w.low),
                                           max_value=None if w.high is None else int(w.high), step=1, key=key,
@@ -79,31 +86,34 @@ def resolved_params(model_id: str, explainer_id: str, preset: str | None) -> dic
     return loupe.resolved_params(model_id, explainer_id, {} if preset is None else {"preset": preset})
 
 
-def form_schema(explainer: Mapping[str, Any], model_id: str, preset: str | None) -> list[dict[str, Any]]:
+def form_schema(explainer: Mapping[str, Any], model_id: str, preset: str | None) -> list[Mapping[str, Any]]:
     """The explainer's schema with the defaults it resolves to on ``model_id`` under ``preset``
     (the raw schema when the model rejects them; running then reports why). The preset field keeps
     its own default, so a URL names a chosen non-default preset."""
     try:
         resolved = resolved_params(model_id, explainer["id"], preset)
-        return with_defaults(explainer["params"], {k: v for k, v in resolved.items() if k != "preset"})
+        return [*with_defaults(explainer["params"], {k: v for k, v in resolved.items() if k != "preset"})]
     except loupe.user_errors():
         return list(explainer["params"])
 
 
 def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str, Any],
-                model_id: str | None = None) -> dict[str, Any]:
+                model_id: str | None = None, choices: Mapping[str, list[Any]] | None = None) -> dict[str, Any]:
     """Widgets for every parameter of ``explainer`` (grouped, with help text), seeded from
     ``initial`` (URL strings or stored values); a value the widget cannot take is reported and
     replaced by the default. With ``model_id``, the preset (if the explainer has one) comes first and
     the other widgets show the values that run on that model under it (auto values resolved); a new
-    preset or model starts its widgets from its own values. Returns the chosen values."""
-    schema = list(explainer["params"])
+    preset or model starts its widgets from its own values. ``choices`` turns free-text parameters
+    whose options the page knows into selects (:func:`views.params.with_choices`). Returns the
+    chosen values."""
+    schema: list[Mapping[str, Any]] = [*with_choices(explainer["params"], choices or {})]
     values: dict[str, Any] = {}
     if model_id is not None:
-        preset = next((w for w in grouped(schema)["main"] if w.name == "preset"), None)
+        preset = next((w for w in grouped(schema).get("main", []) if w.name == "preset"), None)
         if preset is not None:
             values["preset"] = _widget(explainer["id"], preset, f"{prefix}-preset", initial)
-        schema = [f for f in form_schema(explainer, model_id, values.get("preset")) if f["name"] != "preset"]
+        resolved = form_schema({**explainer, "params": schema}, model_id, values.get("preset"))
+        schema = [f for f in resolved if f["name"] != "preset"]
         prefix = f"{prefix}-{model_id}-{values.get('preset', '')}"
     for group, widgets in grouped(schema).items():
         if group != "main":
@@ -116,7 +126,11 @@ def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str,
 
 
 def _widget(explainer_id: str, w: Widget, key: str, initial: Mapping[str, Any]) -> Any:
-    """One parameter's widget, seeded on first show from ``initial`` (else its default)."""
+    """One parameter's widget, seeded on first show from ``initial`` (else its default); a stored
+    choice that is no longer an option (e.g. an explainer the newly chosen model does not support)
+    is dropped first."""
+    if w.options is not None and st.session_state.get(key, w.default) not in w.options:
+        del st.session_state[key]
     if key not in st.session_state:
         value, problem = widget_value(w, initial[w.name]) if w.name in initial else (w.default, None)
         if problem:
@@ -140,10 +154,27 @@ def predictions(model_id: str, dataset_id: str, ids: tuple[int, ...]) -> list[di
     return loupe.predict(model_id, dataset_id, list(ids))
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
 def run_csv(key: str) -> bytes:
-    """The export table of a stored run as CSV (a run never changes, so this is cached by key)."""
+    """The export table of a stored run as CSV (made when its download button is pressed)."""
     return loupe.export(key).to_csv(index=False).encode()
+
+
+def map_card(res: Result, i: int, image: np.ndarray, opacity: float, size: int = 256, colour_bar: bool = True) -> bytes:
+    """Sample ``i`` of ``res`` over its input ``image`` as the card PNG of
+    :func:`views.figures.overlay_card_png`. A stored result never changes, so its cards are cached by
+    run key, sample and display settings: every session that opens the result after the first reuses
+    the bytes instead of colouring and encoding the PNG again."""
+    if res.key is None:  # not stored: nothing names its content
+        return overlay_card_png(image, res.attributions[i], opacity, size=size, colour_bar=colour_bar)
+    return _stored_card(res.key, i, opacity, size, colour_bar, image, res.attributions[i])
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _stored_card(key: str, i: int, opacity: float, size: int, colour_bar: bool, _image: np.ndarray,
+                 _attribution: np.ndarray) -> bytes:
+    """:func:`map_card` of a stored result, cached by what names it (the underscored arrays, which
+    the key determines, are not hashed)."""
+    return overlay_card_png(_image, _attribution, opacity, size=size, colour_bar=colour_bar)
 
 
 def _extras_figures(res: Result, i: int) -> list[Any]:
@@ -167,32 +198,35 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
     deletion/insertion curves and the method's extras, the run's link and downloads."""
     from explainers.evaluation import default_step
 
+    assert res.key is not None and res.link is not None  # the panel shows stored results
     title = res.provenance.get("explainer", res.provenance.get("explainer_id", ""))
     if image is not None and not interactive:
         with st.container(key=f"{key}-map"):
             st.markdown(f"**{title}**")
-            st.image(overlay_card_png(image, res.attributions[i], opacity), output_format="PNG")
+            st.image(map_card(res, i, image, opacity), output_format="PNG")
     elif image is not None:
         st.plotly_chart(attribution_overlay(image, res.attributions[i], opacity, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
     else:
         st.plotly_chart(feature_bars(res.attributions[i], feature_names, top=12, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
-    row = metrics_table(res).iloc[[i]].drop(columns=["sample", "label", "target", "prediction"])
-    st.table(row.T.rename(columns={row.index[0]: "value"}))
+    st.html(metrics_html(res, i))
     if details:
         if "deletion_curve" in res.extras:
             deletion, insertion = res.extras["deletion_curve"][i], res.extras["insertion_curve"][i]
             units = int(np.prod(res.attributions.shape[1:]))
             fractions = np.minimum(np.arange(len(deletion)) * default_step(units), units) / units
-            st.plotly_chart(curves_figure(fractions, deletion, insertion), key=f"{key}-curves")
+            st.plotly_chart(curves_figure(fractions, deletion, insertion), key=f"{key}-curves",
+                            config={"displayModeBar": False})
         for j, fig in enumerate(_extras_figures(res, i)):
-            st.plotly_chart(fig, key=f"{key}-extra-{j}")
+            st.plotly_chart(fig, key=f"{key}-extra-{j}", config={"displayModeBar": False})
     st.markdown(f"Permanent link: [{res.link}]({res.link})")
-    left, right = st.columns(2)
-    left.download_button("CSV", run_csv(res.key), key=f"{key}-csv",
+    left, right = st.columns(2)  # both files are made when their button is pressed, not on every render
+    run_key = res.key
+    left.download_button("CSV", lambda: run_csv(run_key), key=f"{key}-csv",
                          file_name=f"loupe-{res.key[:12]}.csv", mime="text/csv", on_click="ignore")
     if image is not None:
-        right.download_button("PNG", overlay_png(image, res.attributions[i], opacity), key=f"{key}-png",
+        attribution = res.attributions[i]
+        right.download_button("PNG", lambda: overlay_png(image, attribution, opacity), key=f"{key}-png",
                               file_name=f"loupe-{res.key[:12]}-{res.sample_ids[i]}.png", mime="image/png",
                               on_click="ignore")

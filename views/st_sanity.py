@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 import loupe
-from explainers.sanity_result import SanityResult
+from explainers.results.sanity import SanityResult
 from views.figures import overlay_card_png
 from views.sanity import sanity_figure, stage_table, verdict_line
 

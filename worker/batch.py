@@ -1,9 +1,10 @@
-"""Cached, distributed explanation: the data flow of DESIGN.md in one place.
+"""Cached explanation requests: the data flow of DESIGN.md in one place.
 
 For each request: compute every sample's item key, look them up in the store, run only the missing
-samples as chunked jobs on the Dask cluster, store each chunk as it finishes (so an interrupted
-batch resumes where it stopped when it is run again), then record the run and assemble the result
-from the store. An identical request therefore runs zero model passes.
+samples as chunked jobs (``worker.dispatch``: on the Dask cluster, or in this process for session
+models), store each chunk as it finishes (so an interrupted batch resumes where it stopped when it
+is run again), then record the run and assemble the result from the store. An identical request
+therefore runs zero model passes.
 """
 from __future__ import annotations
 
@@ -16,33 +17,27 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data.base import Dataset
-from explainers.base import Passes, Result
+from data.classes import ClassMap
+from explainers.base import ExplainError, Passes, Result
 from explainers.registry import get_explainer
-from explainers.runner import (ExplainError, Progress, check_compatible, library_versions, parse_target,
-                               resolved_params)
+from explainers.runner import (Progress, check_compatible, keyed_hash, library_versions, parse_target, resolved_params,
+                               run_fields)
 from model_registry.base import ModelHandle
-from store.keys import item_key, run_key
+from store.keys import RunNotFound, item_key, run_key
 from store.links import run_link
-from store.runs import ItemRecord, RunNotFound, Store
-from worker.jobs import Job, ModelRef, PassTime, predict_job, run_job, time_passes
+from store.runs import ItemRecord, Store, StoredRun
+from worker import dispatch
+from worker.jobs import Job, PassTime, predict_job, run_job, run_sanity_job, time_passes
+from worker.samples import job_samples, outbound
 
 CHUNK_SIZE = 16
 """Samples per job: small enough that progress moves and a lost worker loses little."""
-_RUN_KEY_FIELDS = ("model_id", "weights_hash", "dataset_id", "sample_ids", "content_hash", "explainer_id",
-                   "explainer_version", "params", "target")
-
-
-class BatchCancelled(RuntimeError):
-    """The user cancelled; finished chunks are stored and a rerun resumes from them."""
-
-
-class JobFailed(RuntimeError):
-    """A job failed on the cluster (its worker died or it raised); the message says which."""
 
 
 @dataclass(frozen=True)
 class Request:
-    """One explainer over samples of a dataset, fully resolved (params validated, defaults filled)."""
+    """One explainer over samples of a dataset, fully resolved (params validated, defaults filled;
+    ``class_map``: how the dataset's labels map to the model's classes)."""
 
     model: ModelHandle
     dataset: Dataset
@@ -50,6 +45,7 @@ class Request:
     explainer_id: str
     params: dict
     target: str | int
+    class_map: ClassMap
 
     def item_meta(self) -> dict[str, Any]:
         spec = get_explainer(self.explainer_id).spec
@@ -58,8 +54,13 @@ class Request:
 
     def item_keys(self) -> list[str]:
         meta = self.item_meta()
-        return [item_key(**meta, sample_id=i, sample_hash=self.dataset.content_hash([i]), target=self.target)
+        return [item_key(**meta, sample_id=i, sample_hash=keyed_hash(self.dataset, [i], self.class_map),
+                         target=self.target)
                 for i in self.sample_ids]
+
+    def labels(self, ids: Sequence[int]) -> np.ndarray:
+        """Labels of ``ids`` as the model's class indices (-1 where a class has no match)."""
+        return self.class_map.labels(self.dataset.labels(ids))
 
 
 def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int], explainer_id: str,
@@ -74,7 +75,11 @@ def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]
     if not ids:
         raise ExplainError("no samples selected")
     target = parse_target(target, len(model.classes))
-    return Request(model, dataset, ids, explainer.spec.id, resolved_params(explainer, model, params).to_dict(), target)
+    class_map = dataset.class_map_for(model.classes)
+    if target == "label":
+        class_map.require(model.id, dataset.id)
+    return Request(model, dataset, ids, explainer.spec.id, resolved_params(explainer, model, params).to_dict(), target,
+                   class_map)
 
 
 # -- conversions between results and stored items ------------------------------------------------
@@ -96,7 +101,8 @@ def to_items(res: Result, keys: Sequence[str]) -> list[ItemRecord]:
     n = len(res.sample_ids)
     records = []
     for i, (sid, key) in enumerate(zip(res.sample_ids, keys)):
-        arrays, extras = {}, {}
+        arrays: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
         for name, value in res.extras.items():
             where, v = _split_value(value, i, n)
             (arrays if where == "array" else extras)[name] = v
@@ -117,8 +123,8 @@ def from_items(items: Sequence[ItemRecord]) -> Result:
         if len(values) == len(items) and len({v.shape for v in values}) == 1:
             extras[name] = np.stack(values)
     for name, value in items[0].extras.items():
-        values = [rec.extras.get(name) for rec in items]
-        extras[name] = value if all(v == value for v in values) else np.asarray(values)
+        scalars = [rec.extras.get(name) for rec in items]
+        extras[name] = value if all(v == value for v in scalars) else np.asarray(scalars)
     return Result(
         attributions=np.stack([np.asarray(rec.map) for rec in items]),
         extras=extras,
@@ -132,131 +138,77 @@ def from_items(items: Sequence[ItemRecord]) -> Result:
 
 
 # -- execution -----------------------------------------------------------------------------------
-def _model_ref(model: ModelHandle) -> ModelRef:
-    """Zoo models travel by id; manifest models also carry their entry."""
-    from model_registry.manifest import current_manifest
-
-    entry = current_manifest().model(model.id) if model.source == "manifest" else None
-    return ModelRef(model.id, model.weights_hash, entry)
-
-
 def _job(req: Request, ids: Sequence[int], batch_size: int) -> Job:
     ds = req.dataset
     return Job(
-        model=_model_ref(req.model),
-        dataset_id=ds.id, task=ds.task, classes=tuple(ds.classes), sample_ids=tuple(ids),
-        x=ds.inputs(ids).numpy(), y=ds.labels(ids), masks=ds.masks(ids), background=ds.background(32).numpy(),
+        model=dispatch.model_ref(req.model),
+        dataset_id=ds.id, task=ds.task, classes=tuple(req.model.classes), sample_ids=tuple(ids), y=req.labels(ids),
         explainer_id=req.explainer_id, params=req.params, target=req.target, batch_size=batch_size,
     )
 
 
-def _in_process(model: ModelHandle) -> bool:
-    """Models registered in this process only (e.g. from a notebook) cannot be loaded by a worker."""
-    return model.source == "session"
+def _where(job: Job) -> str:
+    return f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
 
 
-def _run_local(job: Job, model: ModelHandle) -> tuple[Result, int]:
-    from worker.jobs import remember
-
-    remember(model)
-    return run_job(job)
-
-
-def _ship_model_file(client, ref: ModelRef):
-    """For an external cluster, the manifest model's file bytes scattered once (Dask keys them by
-    content hash, so resubmitting reuses them); None when workers share this machine."""
-    import os
-
-    if ref.entry is None or not os.environ.get("LOUPE_SCHEDULER"):
-        return None
-    return client.scatter(ref.entry.path.read_bytes(), hash=True, broadcast=False)
-
-
-def failure(err: BaseException, where: str, retry: str) -> BaseException:
-    """A clear message for a failed task running ``where``: user errors pass through unchanged; a
-    dead worker or any other exception becomes JobFailed, ending with the ``retry`` advice."""
-    from distributed import KilledWorker
-
-    from data.base import DatasetError
-    from explainers.base import ParamError
-    from model_registry.base import ModelError
-
-    if isinstance(err, KilledWorker):
-        return JobFailed(f"the worker running {where} died (out of memory or killed); {retry}")
-    if isinstance(err, (ModelError, DatasetError, ExplainError, ParamError)):
-        return err
-    return JobFailed(f"the job for {where} failed: {type(err).__name__}: {err}")
-
-
-def _failure(err: BaseException, job: Job) -> BaseException:
-    where = f"samples {job.sample_ids[0]}…{job.sample_ids[-1]} ({job.explainer_id} on {job.model.model_id})"
-    return failure(err, where, "finished chunks are stored, run the same request again to resume")
+_RESUME = "finished chunks are stored, run the same request again to resume"
 
 
 def _compute(req: Request, missing: Sequence[int], keys: dict[int, str], store: Store, batch_size: int,
              chunk_size: int, on_chunk: Callable[[int], None], cancel: threading.Event | None) -> int:
     """Run the missing samples, storing each chunk as it finishes; returns the model passes run."""
     jobs = [_job(req, missing[s:s + chunk_size], batch_size) for s in range(0, len(missing), chunk_size)]
-    meta = {**req.item_meta(), "device": None}
+    meta = req.item_meta()
     passes = 0
 
-    def store_chunk(job: Job, res: Result, n_passes: int) -> None:
+    def store_chunk(job: Job, done: tuple[Result, int]) -> None:
         nonlocal passes
+        res, n_passes = done
         passes += n_passes
         store.put_items({**meta, "device": res.provenance.get("device")},
                         to_items(res, [keys[i] for i in job.sample_ids]))
         on_chunk(len(job.sample_ids))
 
-    if _in_process(req.model):
-        for job in jobs:
-            if cancel is not None and cancel.is_set():
-                raise BatchCancelled("cancelled; finished chunks are stored")
-            store_chunk(job, *_run_local(job, req.model))
-        return passes
-
-    from distributed import as_completed
-
-    from worker.cluster import get_client, uses_gpu_resources
-
-    client = get_client()
-    resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    shipped = _ship_model_file(client, jobs[0].model)
-    futures = {client.submit(run_job, job, shipped, pure=False, resources=resources): job for job in jobs}
-    try:
-        for future in as_completed(futures, loop=client.loop):
-            if cancel is not None and cancel.is_set():
-                raise BatchCancelled("cancelled; finished chunks are stored, run it again to resume")
-            job = futures[future]
-            try:
-                res, n_passes = future.result()
-            except Exception as err:  # noqa: BLE001 - re-raised with context below
-                raise _failure(err, job) from err
-            store_chunk(job, res, n_passes)
-    finally:
-        client.cancel([f for f in futures if not f.done()])
+    dispatch.run_each(req.model, run_job, jobs, where=_where, retry=_RESUME, on_result=store_chunk, cancel=cancel,
+                      inputs=lambda job, client: job_samples(req.dataset, job.sample_ids, client))
     return passes
 
 
-def _run_meta(req: Request) -> dict[str, Any]:
-    return {**req.item_meta(), "sample_ids": list(req.sample_ids), "target": req.target,
-            "content_hash": req.dataset.content_hash(list(req.sample_ids)), "kind": "attribution"}
+def _run_fields(req: Request) -> dict[str, Any]:
+    """What the stored run of ``req`` is keyed by (``store.keys.run_key``)."""
+    return run_fields(req.model, req.dataset, req.sample_ids, req.explainer_id, req.params, req.target)
 
 
-def _finish(req: Request, stored, meta: dict[str, Any]) -> Result:
+def _finish(req: Request, stored: StoredRun, meta: dict[str, Any]) -> Result:
     res = from_items(stored.items)
     return replace(res, key=stored.key, link=run_link(stored.key), cached=meta["computed"] == 0,
                    provenance={**stored.meta, "explainer": req.explainer_id, "model": req.model.id,
                                "dataset": req.dataset.id, **meta})
 
 
+def _record(req: Request, fields: dict[str, Any], keys: Sequence[str], store: Store, seconds: float) -> StoredRun:
+    """Record the run of ``req`` (keyed by ``fields``) over its stored items and return it as stored."""
+    meta = {**fields, "kind": "attribution", "status": "done", "seconds": seconds, "device": str(req.model.device),
+            "versions": library_versions()}
+    return store.get_run(store.put_run(meta, list(keys)))
+
+
 def find_stored(req: Request, store: Store | None = None) -> Result | None:
-    """The stored run of ``req`` (one lookup, no model pass), or None when it was never run."""
+    """The stored result of ``req`` without any model pass, or None when a sample of it was never
+    explained. Samples are stored one by one, so a request over samples that other runs computed
+    (#0 of a run over #0, #3, #9) is answered from them: its run is recorded over the stored items
+    (a share link needs it), unless the store is read-only, where None is returned."""
+    from store import db
+
     store = store or Store()
-    meta = _run_meta(req)
+    fields = _run_fields(req)
     try:
-        stored = store.get_run(run_key(**{k: meta[k] for k in _RUN_KEY_FIELDS}))
+        stored = store.get_run(run_key(**fields))
     except RunNotFound:
-        return None
+        keys = req.item_keys()
+        if len(store.lookup(keys)) < len(set(keys)) or not db.writable(store.path):
+            return None
+        stored = _record(req, fields, keys, store, 0.0)
     return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
 
 
@@ -271,9 +223,9 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
             raise ExplainError(f"{name} must be an integer ≥ 1, got {value!r}")
     store = store or Store()
     started = time.perf_counter()
-    meta = _run_meta(req)
+    fields = _run_fields(req)
     try:
-        stored = store.get_run(run_key(**{k: meta[k] for k in _RUN_KEY_FIELDS}))
+        stored = store.get_run(run_key(**fields))
         if progress:
             progress(len(req.sample_ids), len(req.sample_ids))
         return _finish(req, stored, {"computed": 0, "reused": len(req.sample_ids), "passes": 0})
@@ -294,37 +246,24 @@ def explain_cached(req: Request, *, store: Store | None = None, batch_size: int 
             progress(done, len(req.sample_ids))
 
     passes = _compute(req, missing, keys, store, batch_size, chunk_size, on_chunk, cancel) if missing else 0
-    meta.update(status="done", seconds=time.perf_counter() - started, device=str(req.model.device),
-                versions=library_versions())
-    key = store.put_run(meta, [keys[i] for i in req.sample_ids])
-    return _finish(req, store.get_run(key), {"computed": len(missing), "reused": len(found), "passes": passes})
+    stored = _record(req, fields, [keys[i] for i in req.sample_ids], store, time.perf_counter() - started)
+    return _finish(req, stored, {"computed": len(missing), "reused": len(found), "passes": passes})
 
 
-def _on_worker(model: ModelHandle, fn: Callable, *args: Any) -> Any:
-    """``fn(ref, *args, file_bytes)`` for a small job: on the cluster, or in this process for
-    session models (seeded with the live handle); failures become JobFailed."""
-    from worker.jobs import remember
-
-    ref = _model_ref(model)
-    if _in_process(model):
-        remember(model)
-        return fn(ref, *args)
-    from worker.cluster import get_client, uses_gpu_resources
-
-    client = get_client()
-    resources = {"GPU": 1} if uses_gpu_resources(client) else None
-    future = client.submit(fn, ref, *args, _ship_model_file(client, ref), pure=False, resources=resources)
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise failure(err, f"{fn.__name__} for {model.id}", "try again") from err
+def sanity_check(req: Request, seed: int = 0) -> np.ndarray:
+    """Adebayo et al.'s model-randomisation check for ``req`` on the cluster (not cached): one
+    Spearman correlation per sample between |map| of the trained and of a re-initialised model."""
+    job = _job(req, req.sample_ids, len(req.sample_ids))
+    return dispatch.run(req.model, run_sanity_job, job, seed, where=_where(job), retry=_RESUME,
+                        inputs=lambda client: job_samples(req.dataset, job.sample_ids, client))
 
 
 def predict(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]) -> np.ndarray:
     """Class probabilities of ``sample_ids`` (N×classes), computed on the worker."""
     check_compatible(model, dataset)
-    ids = [int(i) for i in dataset.check_ids(sample_ids)]
-    return _on_worker(model, predict_job, dataset.inputs(ids).numpy())
+    samples = dataset.samples(sample_ids)
+    return dispatch.run(model, predict_job, dispatch.model_ref(model), where=f"predict_job for {model.id}",
+                        retry="try again", inputs=lambda client: outbound({"x": samples}, client))
 
 
 _PASS_TIMES: dict[tuple[str, str], PassTime] = {}
@@ -336,7 +275,8 @@ def pass_time(model: ModelHandle) -> PassTime:
     key = (model.id, model.weights_hash)
     if key in _PASS_TIMES:
         return _PASS_TIMES[key]
-    _PASS_TIMES[key] = _on_worker(model, time_passes)
+    _PASS_TIMES[key] = dispatch.run(model, time_passes, dispatch.model_ref(model), where=f"time_passes for {model.id}",
+                                    retry="try again")
     return _PASS_TIMES[key]
 
 

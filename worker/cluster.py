@@ -17,6 +17,10 @@ import os
 import sys
 import threading
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 _LOCK = threading.Lock()
 _STATE: dict = {}
@@ -39,8 +43,8 @@ def _configure_dask() -> None:
     dask.config.set({
         # Dask's default worker environment sets MALLOC_TRIM_THRESHOLD_, which also freezes glibc's
         # mmap threshold, so every tensor above 128 KB is mmapped and page-faulted afresh, and pins
-        # OpenMP/MKL to one thread. Measured on 2 cores, a 64-image IG job took 8.2–8.7 s in such a
-        # worker against 5.0–5.7 s in-process. None unsets a variable: workers get the defaults.
+        # OpenMP/MKL to one thread, which made jobs far slower than in-process
+        # (bench/results/design_measurements.md). None unsets a variable: workers get the defaults.
         **{f"distributed.nanny.pre-spawn-environ.{name}": None
            for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
         "distributed.scheduler.allowed-failures": 0,
@@ -49,7 +53,7 @@ def _configure_dask() -> None:
     })
 
 
-def _connect(address: str):
+def _connect(address: str) -> Client | None:
     """A client of the scheduler at ``address``; None when it cannot be reached and the user allows
     the embedded fallback (with a warning saying so). A malformed address is always an error."""
     from distributed import Client
@@ -96,7 +100,7 @@ def _spawn_without_page_scripts() -> None:
     spawn.get_preparation_data = preparation_data
 
 
-def _start_embedded():
+def _start_embedded() -> tuple[LocalCluster, Client]:
     from distributed import Client, LocalCluster
 
     _spawn_without_page_scripts()
@@ -118,7 +122,7 @@ def _start_embedded():
     return cluster, Client(cluster, set_as_default=False)
 
 
-def get_client():
+def get_client() -> Client:
     """The process-wide Dask client (started or connected on first call)."""
     with _LOCK:
         if "client" in _STATE:
@@ -129,14 +133,14 @@ def get_client():
         if client is None:
             try:
                 _STATE["cluster"], client = _start_embedded()
-            except Exception as err:  # noqa: BLE001 - any start failure becomes one clear message
+            except Exception as err:  # any start failure becomes one clear message
                 raise ClusterError(f"could not start the embedded Dask cluster: {err}") from err
         _STATE["client"] = client
         atexit.register(shutdown)
         return client
 
 
-def uses_gpu_resources(client) -> bool:
+def uses_gpu_resources(client: Client) -> bool:
     """Whether the cluster's workers advertise a GPU resource (then each job asks for one)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     return any("GPU" in (w.get("resources") or {}) for w in workers.values())

@@ -1,9 +1,11 @@
 """What runs on a Dask worker: one chunk of one explanation request.
 
-A :class:`Job` carries ids, params and the chunk's sample arrays (so a remote worker needs neither
-the submitter's dataset files nor its database), never live models: the worker loads the model by id
-and keeps it cached on its own device (``cuda`` when it has one). Manifest models whose file the
-worker cannot see arrive as bytes that Dask ships once per cluster, keyed by the file's hash.
+A :class:`Job` carries ids, params and the chunk's labels (as the model's class indices), never
+live models or sample arrays: the worker loads the model by id and keeps it cached on its own
+device (``cuda`` when it has one), and reads the samples itself or receives them beside the task
+graph (``worker.samples``), so a remote worker needs neither the submitter's database nor, when
+the samples are shipped, its dataset files. Manifest models whose file the worker cannot see
+arrive as bytes that Dask ships once per cluster, keyed by the file's hash.
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from data.base import Dataset, Split
 from explainers.base import Result
@@ -38,17 +41,15 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Job:
-    """One chunk: samples (as arrays, with their ids) × one explainer."""
+    """One chunk: sample ids with their labels (indices of the model's ``classes``) × one explainer;
+    the samples themselves travel apart (``worker.samples.job_samples``)."""
 
     model: ModelRef
     dataset_id: str
     task: str
     classes: tuple[str, ...]
     sample_ids: tuple[int, ...]
-    x: np.ndarray
     y: np.ndarray
-    masks: np.ndarray | None
-    background: np.ndarray
     explainer_id: str
     params: dict
     target: str | int
@@ -60,17 +61,18 @@ class PassCounter:
     """Counts forward passes of a module through a forward hook that is always removed."""
 
     def __init__(self, module: torch.nn.Module) -> None:
-        self.module, self.count, self._handle = module, 0, None
+        self.module, self.count = module, 0
+        self._handle: RemovableHandle | None = None
 
     def __enter__(self) -> "PassCounter":
         if isinstance(module := self.module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule):
             self._handle = module.register_forward_hook(self._hook)
         return self
 
-    def _hook(self, _module, inputs, _output) -> None:
+    def _hook(self, _module: torch.nn.Module, inputs: tuple, _output: object) -> None:
         self.count += int(inputs[0].shape[0]) if inputs and torch.is_tensor(inputs[0]) else 1
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
             self._handle.remove()
 
@@ -125,28 +127,37 @@ def _load(ref: ModelRef, file_bytes: bytes | None) -> ModelHandle:
 def use_all_cores() -> None:
     """Give torch every core in the thread that runs the task. The nanny starts workers with
     OMP_NUM_THREADS=1 and OpenMP keeps its thread count per calling thread, so setting it in the
-    preload (another thread) is not enough: measured on 2 cores, a conv ran 1.6× and a matmul 2×
-    slower in a Dask task than in-process until the task's own thread set it."""
+    preload (another thread) is not enough: convolutions and matmuls ran markedly slower in a Dask
+    task than in-process until the task's own thread set it (bench/results/design_measurements.md)."""
     if not torch.cuda.is_available():
         torch.set_num_threads(int(os.environ.get("LOUPE_TORCH_THREADS", os.cpu_count() or 1)))
 
 
-def run_job(job: Job, file_bytes: bytes | None = None) -> tuple[Result, int]:
+def _job_dataset(job: Job, samples: dict[str, Any]) -> Dataset:
+    """The chunk as an in-memory dataset: its samples (read here or shipped), labels and background."""
+    from worker.samples import job_arrays
+
+    x, masks, background = job_arrays(samples)
+    return Dataset(
+        id=job.dataset_id,
+        task=job.task,  # type: ignore[arg-type]
+        classes=list(job.classes),
+        eval=Split(x, job.y, masks),
+        train=Split(background, np.zeros(len(background), dtype=np.int64)),
+    )
+
+
+def run_job(job: Job, samples: dict[str, Any], file_bytes: bytes | None = None) -> tuple[Result, int]:
     """Execute one chunk on this worker; returns the result and the number of samples the model
-    was run on (rows through its forward pass), which the cache tests count. ``file_bytes``: the
-    model file, shipped by the submitter when the worker may not see it."""
+    was run on (rows through its forward pass), which the cache tests count. ``samples``: what
+    ``worker.samples.job_samples`` gave (a reference or the arrays); ``file_bytes``: the model
+    file, shipped by the submitter when the worker may not see it."""
     from explainers.runner import explain_samples
 
     use_all_cores()
     model = load_model_on_worker(job.model, file_bytes)
     n = len(job.sample_ids)
-    dataset = Dataset(
-        id=job.dataset_id,
-        task=job.task,  # type: ignore[arg-type]
-        classes=list(job.classes),
-        eval=Split(job.x, job.y, job.masks),
-        train=Split(job.background, np.zeros(len(job.background), dtype=np.int64)),
-    )
+    dataset = _job_dataset(job, samples)
     with PassCounter(model.module) as counter:
         res = explain_samples(model, dataset, list(range(n)), job.explainer_id, job.params, job.target,
                               job.batch_size)
@@ -169,7 +180,7 @@ class PassTime:
 _PASS_TIMES: dict[tuple[str, str, str], PassTime] = {}
 
 
-def _best_seconds(step, repeats: int) -> float:
+def _best_seconds(step: Callable[[], None], repeats: int) -> float:
     """Fastest of ``repeats`` timed calls of ``step`` after one warm-up call (CUDA synchronised)."""
     import time
 
@@ -212,8 +223,30 @@ def time_passes(ref: ModelRef, file_bytes: bytes | None = None, rows: int = 32, 
     return _PASS_TIMES[key]
 
 
-def predict_job(ref: ModelRef, x: np.ndarray, file_bytes: bytes | None = None) -> np.ndarray:
-    """Class probabilities of the model for the samples ``x`` on this worker (N×classes)."""
+def predict_job(ref: ModelRef, values: dict[str, Any], file_bytes: bytes | None = None) -> np.ndarray:
+    """Class probabilities of the model for the samples ``values["x"]`` on this worker (N×classes)."""
+    from worker.samples import inbound
+
     use_all_cores()
     model = load_model_on_worker(ref, file_bytes)
+    x = np.ascontiguousarray(np.asarray(inbound(values)["x"], dtype=np.float32))
     return torch.softmax(model.logits(torch.from_numpy(x)), dim=1).numpy()
+
+
+def run_sanity_job(job: Job, seed: int, samples: dict[str, Any], file_bytes: bytes | None = None) -> np.ndarray:
+    """Model-randomisation sanity check for one chunk on this worker: per-sample Spearman between
+    |map| of the trained model and of a re-initialised copy (see explainers.evaluation)."""
+    from explainers.evaluation import randomization_check
+    from explainers.registry import get_explainer
+    from explainers.runner import resolve_targets
+    from worker.samples import job_arrays
+
+    model = load_model_on_worker(job.model, file_bytes)
+    explainer = get_explainer(job.explainer_id)
+    x_arr, _, background = job_arrays(samples)
+    x = torch.from_numpy(x_arr).to(model.device)
+    predictions = model.logits(x).argmax(1).numpy()
+    targets = resolve_targets(job.target, predictions, job.y, len(model.classes))
+    return randomization_check(explainer, model, x, torch.as_tensor(targets, device=model.device),
+                               explainer.Params.from_dict(job.params),
+                               background=torch.from_numpy(background).to(model.device), seed=seed)

@@ -4,9 +4,10 @@ nanny pins OMP threads to 1 and a cold import otherwise lands on the first job (
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
-def dask_setup(worker) -> None:  # noqa: ANN001 - dask passes its Worker
+def dask_setup(worker: Any) -> None:  # dask passes its Worker
     """Called by Dask when the worker starts."""
     import captum.attr  # noqa: F401 - warm import
     import torch

@@ -7,6 +7,9 @@ import streamlit as st
 import loupe
 from views import st_layout as ui
 from views import st_sanity
+from views.access import require_access
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Sanity check")
 ui.follow_run_link("sanity")
@@ -14,7 +17,7 @@ ui.follow_run_link("sanity")
 if "run" in st.query_params:
     try:
         opened = loupe.sanity_result(st.query_params["run"])
-    except (*loupe.user_errors(), ValueError) as err:
+    except loupe.user_errors() as err:
         st.error(f"Result not found. {err}")
         st.stop()
     meta = opened.artifact.meta

@@ -5,9 +5,12 @@ everything after computing reads the stored result. Layout only."""
 import streamlit as st
 
 import loupe
-from explainers.surrogate_rules import RulesResult
-from views.rules import changes_frame, conditions_frame, fidelity_curve_figure, importance_frame, rules_frame, tree_figure
+from views.access import require_access
+from views.rules import (METHOD_LABELS, changes_frame, conditions_frame, fidelity_curve_figure, importance_frame,
+                         rules_frame, rules_row_height, tree_figure)
 from views.st_layout import follow_run_link
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Rules")
 follow_run_link("rules")
@@ -19,8 +22,8 @@ query = st.query_params.to_dict()
 shown = None
 if "run" in query:
     try:
-        shown = RulesResult(loupe.artifact(query["run"]))
-    except (*loupe.user_errors(), ValueError) as err:
+        shown = loupe.rules_result(query["run"])
+    except loupe.user_errors() + (ValueError,) as err:
         st.error(f"Run not found. {err}")
     else:
         if st.session_state.get("rules-opened") != shown.key:
@@ -72,7 +75,7 @@ if st.button("Extract rules", type="primary", key="rules-run"):
     except loupe.user_errors() as err:
         st.error(str(err))
 if shown is None and "rules-key" in st.session_state:
-    shown = RulesResult(loupe.artifact(st.session_state["rules-key"]))
+    shown = loupe.rules_result(st.session_state["rules-key"])
 
 state = {"model": model_id, "dataset": dataset_id, "k": str(k), "leaves": str(leaves), "seed": str(seed)}
 if shown is None:
@@ -83,32 +86,54 @@ if shown is None:
 meta, m = shown.artifact.meta, shown.metrics
 st.subheader(f"{meta['model_id']} on {meta['dataset_id']}: {m['n_leaves']} rules over the top {shown.k} features")
 cols = st.columns(6)
-cols[0].metric("fidelity", f"{m['fidelity']:.3f}", help="share of held-out rows where the rules and the model agree")
-cols[1].metric("macro-F1", f"{m['macro_f1']:.3f}", help="of the surrogate against the model's labels (held-out)")
-cols[2].metric("accuracy", f"{m['accuracy']:.3f}", help=f"of the surrogate against the true labels; the model itself: {m['blackbox_accuracy']:.3f}")
-cols[3].metric("prob. R²", f"{m['proba_r2']:.3f}")
-cols[4].metric("k", shown.k, help=f"chosen by {'you' if shown.info['k_source'] == 'user' else 'the fidelity curve'}")
-cols[5].metric("CF valid", f"{m['counterfactual_validity']:.0%}",
-               help="share of held-out samples whose counterfactual the model itself assigns to the new class")
+for column, name in zip(cols, ("fidelity", "macro_f1", "accuracy", "proba_r2")):
+    info = loupe.metric_info(name)
+    column.metric(info.title, info.format(m[name]), help=info.tooltip + (
+        f" The model itself: {m['blackbox_accuracy']:.3f}." if name == "accuracy" else ""))
+cols[4].metric("k", shown.k, help=f"features the surrogate uses, chosen by "
+                                  f"{'you' if shown.info['k_source'] == 'user' else 'the fidelity curve'}")
+validity = loupe.metric_info("counterfactual_validity")
+cols[5].metric(validity.title, validity.format(m["counterfactual_validity"]), help=validity.tooltip)
 st.caption(f"Prescreen: {shown.info['prescreen']}. {shown.info['n_train']} rows fit the surrogate, "
            f"{shown.info['n_val']} choose k, {shown.info['n_test']} are reported. Link: {shown.link}")
 
+st.markdown("**Global rules** (click a column to sort; statistics on held-out rows)")
+rules = rules_frame(shown.rules)
+stat = {name: loupe.metric_info(name) for name in ("coverage", "precision")}
+row_height = rules_row_height(rules)
+st.dataframe(rules, hide_index=True, key="rules-table", width="stretch", row_height=row_height,
+             height=min(38 + row_height * len(rules), 720),
+             column_order=[c for c in rules.columns if c != "length"],  # the CSV has it; the rule shows it
+             column_config={
+                 "id": st.column_config.TextColumn("id", width=45),
+                 "rule": st.column_config.TextColumn("rule", width=330, help="IF conditions THEN class"),
+                 "class": st.column_config.TextColumn("class", width=85),
+                 **{name: st.column_config.NumberColumn(info.title, format=info.printf, width=80, help=info.tooltip)
+                    for name, info in stat.items()},
+                 "accuracy": st.column_config.NumberColumn("accuracy ↑", format="%.3f", width=80,
+                                                           help="Share of covered rows whose true label is the "
+                                                                "rule's class."),
+                 "support": st.column_config.NumberColumn("support", width=70, help="held-out rows the rule covers")})
+st.download_button("Download rules CSV", rules.to_csv(index=False).encode(), file_name=f"rules-{shown.key[:12]}.csv",
+                   mime="text/csv")
+
 left, right = st.columns([1, 2])
 with left:
-    st.markdown("**Fidelity versus k** (validation rows)")
-    st.plotly_chart(fidelity_curve_figure(shown.fidelity_curve, shown.k), key="rules-curve")
-    st.markdown("**Top features** (Borda count over the probing methods)")
-    st.dataframe(importance_frame(shown.importance(max(shown.k, 10))), hide_index=True, height=300)
+    st.markdown("**Fidelity versus k** (validation rows, which choose k)")
+    st.plotly_chart(fidelity_curve_figure(shown.fidelity_curve, shown.k), key="rules-curve",
+                    config={"displayModeBar": False})
 with right:
-    st.markdown("**Global rules** (click a column to sort; statistics on held-out rows)")
-    st.dataframe(rules_frame(shown.rules), hide_index=True, key="rules-table", column_config={
-        "coverage": st.column_config.ProgressColumn("coverage", format="%.3f", min_value=0.0, max_value=1.0),
-        "precision": st.column_config.ProgressColumn("precision", format="%.3f", min_value=0.0, max_value=1.0,
-                                                     help="share of covered rows the model assigns to the rule's class"),
-        "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f", help="share of covered rows whose true label is the rule's class"),
-        "rule": st.column_config.TextColumn("rule", width="large")})
-    st.download_button("Download rules CSV", rules_frame(shown.rules).to_csv(index=False).encode(),
-                       file_name=f"rules-{shown.key[:12]}.csv", mime="text/csv")
+    st.markdown("**Top features** (Borda count over the probing methods)")
+    features = importance_frame(shown.importance(max(shown.k, 10)))
+    st.dataframe(features, hide_index=True, height=300, width="stretch", column_config={
+        "rank": st.column_config.NumberColumn("rank", width=45),
+        "feature": st.column_config.TextColumn("feature", width=140),
+        "mean_rank": st.column_config.NumberColumn("mean rank ↓", format="%.1f", width=80,
+                                                   help="Mean of the feature's rank under each probing method "
+                                                        "(Borda count); lower is more important."),
+        **{method: st.column_config.NumberColumn(METHOD_LABELS.get(method, method), format="%.3g", width=80,
+                                                 help=f"importance by {method} (higher is more important)")
+           for method in shown.info["methods"]}})
 
 st.markdown("**The surrogate tree** (left branch: the condition holds)")
 st.plotly_chart(tree_figure(shown.tree, list(shown.feature_names), shown.classes), key="rules-tree")

@@ -8,7 +8,10 @@ import streamlit as st
 import loupe
 from views import st_layout as ui
 from views import st_sanity
-from views.explain import TARGETS, Selection, SelectionError, caption
+from views.access import require_access
+from views.explain import TARGETS, GalleryFilter, Selection, SelectionError, caption, gallery_page
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 GALLERY = 12
 SHOWN = 6
@@ -17,10 +20,11 @@ SHOWN = 6
 def shared_result(res: loupe.Result) -> None:
     """A stored run on its own: what it is, its maps, metrics, link and downloads, and a button that
     opens it in the explorer. No selection widgets, so a fresh browser loads few scripts; and it
-    loads them in page order, so the button comes last (measured: the map showed 0.36 s sooner,
-    median of 8 fresh browser contexts, than with the button above the maps)."""
+    loads them in page order, so the button comes last (the maps show sooner than with the button
+    above them: bench/results/design_measurements.md)."""
     prov = res.provenance
     data = loupe.dataset(prov["dataset_id"])
+    model_classes = next((m["classes"] for m in ui.listings()[0] if m["id"] == prov["model_id"]), data.classes)
     st.caption(f"Stored result: {prov.get('explainer', prov['explainer_id'])} on {prov['model_id']} / "
                f"{prov['dataset_id']}, target {prov.get('target', 'predicted')}, "
                f"{len(res.sample_ids)} sample(s), computed on {prov.get('device', '?')}. Parameters: "
@@ -30,7 +34,7 @@ def shared_result(res: loupe.Result) -> None:
     for row in range(0, len(shown), 3):  # up to three samples side by side
         for column, (i, sample_id) in zip(st.columns(3), shown[row:row + 3]):
             with column:
-                st.markdown(f"#### {caption(int(sample_id), data.classes, int(res.labels[i]), int(res.predictions[i]), float(res.confidences[i]))}")
+                st.markdown(f"#### {caption(int(sample_id), model_classes, int(res.labels[i]), int(res.predictions[i]), float(res.confidences[i]))}")
                 image = data.inputs([int(sample_id)])[0].numpy() if data.task == "image" else None
                 ui.result_panel(res, i, image, data.feature_names or [], 0.6, key=f"shared-{sample_id}", details=False)
     if len(res.sample_ids) > SHOWN:
@@ -113,19 +117,34 @@ gallery = st.expander(f"Samples · {len(dataset)} in {dataset_id} · selected: {
                       expanded=st.session_state["ex-gallery-initially-open"], key="ex-gallery", on_change="rerun")
 if gallery.open:  # closed (e.g. when a link opens a result) it costs nothing: no thumbnails, no predictions
     with gallery:
-        start = st.number_input("Gallery from sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
-                                key="ex-gallery-start")
-        ids = tuple(range(int(start), min(int(start) + GALLERY, len(dataset))))
+        controls = st.columns([1, 1.2, 2, 2], vertical_alignment="bottom")
+        start = controls[0].number_input("From sample", 0, max(len(dataset) - 1, 0), step=GALLERY,
+                                         key="ex-gallery-start")
+        chosen_filter = GalleryFilter(
+            misclassified=controls[1].toggle("Mistakes only", key="ex-gallery-wrong"),
+            labels=tuple(controls[2].multiselect("Label", range(len(dataset.classes)), key="ex-gallery-labels",
+                                                 format_func=lambda c: dataset.classes[c], placeholder="all classes")),
+            confidence=controls[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="ex-gallery-confidence",
+                                          help="the model's probability of its predicted class"))
         try:
-            rows = ui.predictions(model["id"], dataset_id, ids)
+            rows, scanned = gallery_page(lambda ids: ui.predictions(model["id"], dataset_id, ids), int(start),
+                                         len(dataset), chosen_filter, GALLERY)
         except loupe.user_errors() as err:
             st.error(str(err))
             st.stop()
+        if chosen_filter.active:
+            found = f"{len(rows)} matching sample(s) among #{int(start)}…#{scanned - 1}" if scanned > start else ""
+            note, more = st.columns([5, 1], vertical_alignment="center")
+            note.caption(f"{found or 'No samples left'}." + (" Next scans on." if scanned < len(dataset) else ""))
+            if scanned < len(dataset):
+                more.button("Next", key="ex-gallery-next", width="stretch",
+                            on_click=lambda: st.session_state.update({"ex-gallery-start": scanned}))
+        ids = tuple(row["sample_id"] for row in rows)
         pictures = ui.thumbnails(dataset_id, ids) if image_data else [None] * len(ids)
         columns = st.columns(6)
         for k, (row, picture) in enumerate(zip(rows, pictures)):
             with columns[k % 6]:
-                text = caption(row["sample_id"], dataset.classes, row["label"], row["prediction"], row["confidence"])
+                text = caption(row["sample_id"], classes, row["label"], row["prediction"], row["confidence"])
                 if picture is not None:
                     st.image(picture, caption=text, width="stretch")
                 else:
@@ -212,7 +231,7 @@ interactive = switches[1].toggle("Interactive maps (hover for values)", key="ex-
                                  help="Plotly figures; off, the maps are images, which open faster")
 for i, sample_id in enumerate(chosen_ids[:SHOWN]):
     any_res = next(iter(ready.values()))
-    st.markdown(f"#### {caption(sample_id, dataset.classes, int(any_res.labels[i]), int(any_res.predictions[i]), float(any_res.confidences[i]))}")
+    st.markdown(f"#### {caption(sample_id, classes, int(any_res.labels[i]), int(any_res.predictions[i]), float(any_res.confidences[i]))}")
     image = dataset.inputs([sample_id])[0].numpy() if image_data else None
     for column, (explainer_id, res) in zip(st.columns(len(ready)), ready.items()):
         with column:

@@ -2,6 +2,8 @@
 the export read, straight from the artifact's arrays and ``info`` (nothing is recomputed)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from explainers.base import ArtifactView
@@ -15,10 +17,10 @@ class SanityResult(ArtifactView):
 
     @property
     def explainer(self) -> str:
-        return self.info["explainer"]
+        return str(self.info["explainer"])
 
     @property
-    def explainer_params(self) -> dict:
+    def explainer_params(self) -> dict[str, Any]:
         return dict(self.info["explainer_params"])
 
     @property
@@ -46,11 +48,11 @@ class SanityResult(ArtifactView):
     @property
     def verdict(self) -> str:
         """"pass", "fail" or "inconclusive"."""
-        return self.info["verdict"]
+        return str(self.info["verdict"])
 
     @property
     def verdict_text(self) -> str:
-        return self.info["verdict_text"]
+        return str(self.info["verdict_text"])
 
     @property
     def judged_stage(self) -> int:
@@ -74,7 +76,7 @@ class SanityResult(ArtifactView):
         arrays = self.artifact.arrays
         return arrays["trained_maps"][i].astype(np.float32), arrays["randomized_maps"][:, i].astype(np.float32)
 
-    def sample_rows(self) -> list[dict]:
+    def sample_rows(self) -> list[dict[str, Any]]:
         """One row per sample: the run-level verdict, its Spearman at the judged stage and with every
         layer random, and (images) its SSIM at the judged stage: the columns the export adds."""
         note = self.info["annotates"]

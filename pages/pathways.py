@@ -5,41 +5,45 @@ import numpy as np
 import streamlit as st
 
 import loupe
-from explainers.pathways import ATTACKS, COLUMNS, CRITERIA
-from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops,
+from explainers.results.pathways import COLUMNS, CRITERIA, PathwaysResult
+from views.access import require_access
+from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops, pin,
                             selected_nodes, success_figure)
-from views.st_layout import follow_run_link
+from views.st_layout import datasets_for, follow_run_link, usable_models
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def stored(key: str):
+def stored(key: str) -> PathwaysResult:
     """A stored pathways result, read once per server."""
     return loupe.pathways_result(key)
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def image_models() -> list[dict]:
-    return [m for m in loupe.models() if m.get("status", "ok") == "ok" and m.get("task") == "image"]
-
-
 def request_form() -> None:
-    """Class pair, attack and size; computing stores the result and puts its key in the URL."""
-    models = image_models()
-    ids = [m["id"] for m in models]
-    with st.form("request"):
-        c1, c2, c3, c4 = st.columns(4)
-        model_id = c1.selectbox("Model", ids, key="model")
-        info = next(m for m in models if m["id"] == model_id)
-        classes = list(info["classes"])
-        original = c2.selectbox("Original class", classes, index=0, key="original")
-        target = c3.selectbox("Target class", classes, index=min(1, len(classes) - 1), key="target")
-        attack = c4.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].title, key="attack")
-        c5, c6, c7 = st.columns(3)
-        images = c5.number_input("Images per class", 1, 5000, 32, key="images")
-        steps = c6.number_input("PGD steps", 1, 1000, 50, key="steps")
-        dataset = c7.text_input("Dataset", info.get("dataset") or "", key="dataset")
-        submitted = st.form_submit_button("Compute pathways", type="primary")
-    if not submitted:
+    """Model, dataset, class pair, attack and size (plain widgets, not a form, so the dataset and
+    class choices follow the model); computing stores the result and puts its key in the URL."""
+    models = {m["id"]: m for m in usable_models() if m.get("task") == "image"}
+    if not models:
+        st.warning("No image model is registered: pathways need a CNN (see the Registry page).")
+        return
+    c1, c2, c3, c4 = st.columns(4)
+    model_id = c1.selectbox("Model", list(models), key="model")
+    info = models[model_id]
+    datasets = datasets_for(info)
+    if not datasets:
+        st.error(f"No registered dataset matches {model_id}'s inputs {info.get('input_shape')}.")
+        return
+    dataset = c2.selectbox("Dataset", datasets, key="dataset", help="images of the model's input shape")
+    classes = list(info["classes"])
+    original = c3.selectbox("Original class", classes, index=0, key="original")
+    target = c4.selectbox("Target class", classes, index=min(1, len(classes) - 1), key="target")
+    c5, c6, c7 = st.columns(3)
+    attacks = loupe.attacks()
+    attack = c5.selectbox("Attack", list(attacks), format_func=lambda a: attacks[a], key="attack")
+    images = c6.number_input("Images per class", 1, 5000, 32, key="images")
+    steps = c7.number_input("PGD steps", 1, 1000, 50, key="steps")
+    if not st.button("Compute pathways", type="primary", key="compute"):
         return
     try:
         with st.status("Attacking and measuring…", expanded=False):
@@ -52,7 +56,7 @@ def request_form() -> None:
     st.rerun()
 
 
-def show(res) -> None:
+def show(res: PathwaysResult) -> None:
     """The stored result: controls, graph and the detail of the clicked channel."""
     st.subheader(f"How {res.model_id} misclassifies {res.original} into {res.target} ({res.info['attack_title']})")
     st.caption(f"Result `{res.key}` · {'from the store' if res.cached else 'computed now'} · "
@@ -74,7 +78,23 @@ def show(res) -> None:
                                         format_func=lambda s: f"{s:g}")
     highlight = res.highlight(criterion, weak if comparing else strength, neurons, connections)
     compare = res.compare(criterion, weak, strong, neurons) if comparing else None
-    pinned = st.session_state.setdefault(f"pins-{res.key}", [])
+    pins_key = f"pins-{res.key}"
+    pinned = st.session_state.setdefault(pins_key, [])
+
+    def pin_clicked() -> None:
+        """A click on a node (a Plotly point selection) pins it and makes it the detail's channel.
+        Runs as the chart's callback, before the page draws the graph with the new pin."""
+        st.session_state[pins_key] = pin(st.session_state[pins_key], selected_nodes(st.session_state.get("graph")))
+        st.session_state["channel"] = st.session_state[pins_key][-1] if st.session_state[pins_key] else None
+
+    def pin_chosen() -> None:
+        if st.session_state.get("channel") is not None:
+            st.session_state[pins_key] = pin(st.session_state[pins_key], [st.session_state["channel"]])
+
+    def clear_pins() -> None:
+        st.session_state[pins_key] = []
+        st.session_state["channel"] = None
+
     visible = {"all": np.ones(len(highlight.nodes), bool), "highlighted": highlight.nodes if compare is None
                else compare > 0, "pinned": np.isin(np.arange(len(highlight.nodes)), pinned)}[show_filter]
     graph, detail = st.columns([3, 2])
@@ -84,26 +104,23 @@ def show(res) -> None:
                        + f" (edges at {weak:g})")
         if res.n_used[res.condition(strength)] == 0:
             st.warning(f"No attacked image reached {res.target} at strength {strength:g}: nothing to highlight.")
-        event = st.plotly_chart(graph_figure(res, weak if comparing else strength, highlight, visible, pinned,
-                                             compare), key="graph", on_select="rerun", selection_mode="points",
-                                width="stretch")
+        st.plotly_chart(graph_figure(res, weak if comparing else strength, highlight, visible, pinned, compare),
+                        key="graph", on_select=pin_clicked, selection_mode="points", width="stretch",
+                        config={"displayModeBar": False})
         arrays = res.artifact.arrays
         labels = [f"{res.layers[li]}-{c}" for li, c in zip(arrays["node_layer"], arrays["node_channel"])]
-        chosen = st.selectbox("Channel", range(len(labels)), index=None, format_func=labels.__getitem__,
-                              key="channel", placeholder="click a channel in the graph, or pick it here")
-        clicked = selected_nodes(event) or ([chosen] if chosen is not None else [])
-        for node in clicked:
-            if node not in pinned:
-                pinned.append(node)
-        if pinned and st.button("Clear pinned channels", key="clear_pins"):
-            pinned.clear()
-            st.rerun()
+        st.selectbox("Channel", range(len(labels)), index=None, format_func=labels.__getitem__, key="channel",
+                     placeholder="click a channel in the graph, or pick it here", on_change=pin_chosen,
+                     help="the channel whose detail shows on the right; clicked or picked channels are pinned "
+                          "(black ring)")
+        if pinned:
+            st.button("Clear pinned channels", key="clear_pins", on_click=clear_pins)
         if "gradient" in res.info["edge_kinds"]:
             st.caption("Dotted edges: gradient × activation (the module graph there is not covered by Bluff's "
                        "weight rules); solid: Bluff's weight influence.")
     with detail:
         st.plotly_chart(success_figure(res), key="success", config={"displayModeBar": False})
-        node = clicked[-1] if clicked else (pinned[-1] if pinned else None)
+        node = pinned[-1] if pinned else None
         if node is None:
             st.info("Click a channel in the graph to see its activation against strength and its top dataset patches.")
             return

@@ -6,8 +6,11 @@ import datetime
 import streamlit as st
 
 import loupe
+from loupe import background
 from views import st_layout as ui
-from worker import background
+from views.access import require_access
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Batch")
 models = {m["id"]: m for m in ui.usable_models()}
@@ -36,12 +39,13 @@ if st.button("Start", type="primary", key="bt-start"):
         st.error(str(err))
 
 
-def watch(batch_id: str, live: bool) -> None:
-    """Progress of one batch (a fragment refreshed every second while ``live``), with cancel and
-    resume; when a live batch ends, the whole page reruns so the list below updates."""
-    record = background.batch(batch_id)
-    if live and record.status != "running":
-        st.rerun()
+def resume(spec: background.BatchSpec) -> None:
+    """Start a batch again (the button's callback): finished chunks come from the store."""
+    background.start(spec)
+
+
+def watch(record: background.BatchRecord) -> None:
+    """Progress of one batch, with cancel and resume, and its downloads once runs are stored."""
     spec = record.spec
     st.markdown(f"**Batch `{record.id}`** · {', '.join(spec.explainers)} on {spec.model} / {spec.dataset} "
                 f"samples {spec.samples} · **{record.status}**")
@@ -50,34 +54,45 @@ def watch(batch_id: str, live: bool) -> None:
         st.error(record.error)
     left, right = st.columns(2)
     if record.status == "running":
-        left.button("Cancel", key=f"bt-cancel-{batch_id}", on_click=background.cancel, args=(batch_id,))
+        left.button("Cancel", key=f"bt-cancel-{record.id}", on_click=background.cancel, args=(record.id,))
     else:
-        left.button("Resume" if record.status != "done" else "Run again (from the store)", key=f"bt-resume-{batch_id}",
-                    on_click=background.start, args=(spec,))
-    if record.run_keys:
-        right.download_button("Download CSV", background.export(batch_id, "csv"), file_name=f"batch-{batch_id}.csv",
+        left.button("Resume" if record.status != "done" else "Run again (from the store)", key=f"bt-resume-{record.id}",
+                    on_click=resume, args=(spec,))
+    if record.run_keys:  # the files are made when a button is pressed, not on every refresh of the progress
+        batch_id = record.id
+        right.download_button("Download CSV", lambda: background.export(batch_id, "csv"), file_name=f"batch-{batch_id}.csv",
                               mime="text/csv", key=f"bt-csv-{batch_id}", on_click="ignore")
-        right.download_button("Download Parquet", background.export(batch_id, "parquet"),
+        right.download_button("Download Parquet", lambda: background.export(batch_id, "parquet"),
                               file_name=f"batch-{batch_id}.parquet", mime="application/vnd.apache.parquet",
                               key=f"bt-parquet-{batch_id}", on_click="ignore")
 
 
-past = background.list_batches()
-if "bt-watch" in st.session_state:
-    watched = background.batch(st.session_state["bt-watch"])
-    with st.container(border=True):
-        live = watched.status == "running"
-        st.fragment(watch, run_every=1.0 if live else None)(watched.id, live)
-
-st.subheader("Past batches")
-if not past:
-    st.caption("No batches yet.")
-else:
+def batches(live: bool) -> None:
+    """The watched batch and the list of past batches, read from the same records in the same run
+    (a fragment refreshed every second while a batch runs), so the table's counts are the progress
+    bar's; when the last running batch ends, the page reruns once and stops refreshing."""
+    past = background.list_batches()
+    if live and not any(r.status == "running" for r in past):
+        st.rerun()
+    by_id = {r.id: r for r in past}
+    if st.session_state.get("bt-watch") in by_id:
+        with st.container(border=True):
+            watch(by_id[st.session_state["bt-watch"]])
+    st.subheader("Past batches")
+    if not past:
+        st.caption("No batches yet.")
+        return
     rows = [{"id": r.id, "status": r.status, "model": r.spec.model, "dataset": r.spec.dataset,
-             "samples": r.spec.samples, "explainers": ", ".join(r.spec.explainers), "done": f"{r.done}/{r.total}",
+             "samples": r.spec.samples, "explainers": ", ".join(r.spec.explainers),
+             "progress": r.done / max(r.total, 1), "done": f"{r.done}/{r.total}",
              "started": datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M")} for r in past]
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.dataframe(rows, hide_index=True, width="stretch", column_config={
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
     ui.seed("bt-open", past[0].id)
-    opened = st.selectbox("Open a batch", [r.id for r in past], key="bt-open")
+    opened = st.selectbox("Open a batch", list(by_id), key="bt-open")
     if opened != st.session_state.get("bt-watch"):
         st.button("Watch this batch", key="bt-open-go", on_click=lambda: st.session_state.update({"bt-watch": opened}))
+
+
+running = any(r.status == "running" for r in background.list_batches())
+st.fragment(batches, run_every=1.0 if running else None)(running)

@@ -1,19 +1,21 @@
 """Registry: every manifest entry with its validation status and reason, and forms that add a model
 or a dataset by path or by upload. An entry is saved only after it loads (models are probed with a
-forward pass): model_registry/uploads.py. Layout only."""
+forward pass): ``loupe.add_entry`` (model_registry/uploads.py). Layout only."""
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
 import loupe
-from model_registry.manifest import DATASET_KINDS, MODEL_KINDS, TASKS
-from model_registry.uploads import add_entry, max_upload_bytes, save_upload
-from store.paths import manifest_path
 from views import st_layout as ui
+from views.access import require_access
 from views.registry import entry_values
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 st.title("Registry")
 models, datasets, _ = ui.listings()
-st.caption(f"Manifest: `{manifest_path()}` (re-read when it changes)")
+st.caption(f"Manifest: `{loupe.manifest_path()}` (re-read when it changes)")
 if "rg-added" in st.session_state:
     st.success(st.session_state.pop("rg-added"))
 for title, rows, columns in (
@@ -28,12 +30,12 @@ for title, rows, columns in (
             st.error(f"{row['id']}: {row.get('reason', '')}")
 
 
-def file_source(prefix: str, types: list[str] | None):
+def file_source(prefix: str, types: list[str] | None) -> str | Any:
     """A path typed on the server, or an uploaded file (saved only when the entry is added)."""
     how = st.radio("File", ["path on the server", "upload"], horizontal=True, key=f"{prefix}-how")
     if how == "path on the server":
         return st.text_input("Path", key=f"{prefix}-path", help="absolute, or relative to the manifest's folder")
-    return st.file_uploader(f"Upload (at most {max_upload_bytes() / 2**20:g} MB)", type=types, key=f"{prefix}-file")
+    return st.file_uploader(f"Upload (at most {loupe.max_upload_bytes() / 2**20:g} MB)", type=types, key=f"{prefix}-file")
 
 
 def register(section: str, fields: dict, lists: dict) -> None:
@@ -41,8 +43,8 @@ def register(section: str, fields: dict, lists: dict) -> None:
     try:
         source = fields.get("path")
         if source is not None and not isinstance(source, str):
-            fields = {**fields, "path": str(save_upload(source.name, source))}
-        entry = add_entry(section, entry_values(fields, lists))
+            fields = {**fields, "path": str(loupe.save_upload(source.name, source))}
+        entry = loupe.add_entry(section, entry_values(fields, lists))
     except loupe.user_errors() as err:
         st.error(f"Not saved: {err}")
         return
@@ -53,9 +55,9 @@ def register(section: str, fields: dict, lists: dict) -> None:
 
 model_tab, dataset_tab = st.tabs(["Add a model", "Add a dataset"])
 with model_tab:
-    top = st.columns(3)
-    fields = {"id": top[0].text_input("Id", key="rg-m-id"), "kind": top[1].selectbox("Kind", MODEL_KINDS, key="rg-m-kind"),
-              "task": top[2].selectbox("Task", TASKS, key="rg-m-task")}
+    top: tuple[Any, ...] = st.columns(3)
+    fields: dict[str, Any] = {"id": top[0].text_input("Id", key="rg-m-id"), "kind": top[1].selectbox("Kind", loupe.MODEL_KINDS, key="rg-m-kind"),
+              "task": top[2].selectbox("Task", loupe.TASKS, key="rg-m-task")}
     fields["path"] = file_source("rg-m", ["pt", "pt2", "pth", "ts"])
     shape = st.columns(3)
     fields["input_shape"] = shape[0].text_input("Input shape", key="rg-m-shape", help="3,64,64 for images; 30 for tables")
@@ -68,7 +70,7 @@ with model_tab:
         register("model", fields, {"input_shape": int, "classes": str})
 with dataset_tab:
     top = st.columns(2)
-    fields = {"id": top[0].text_input("Id", key="rg-d-id"), "kind": top[1].selectbox("Kind", DATASET_KINDS, key="rg-d-kind")}
+    fields = {"id": top[0].text_input("Id", key="rg-d-id"), "kind": top[1].selectbox("Kind", loupe.DATASET_KINDS, key="rg-d-kind")}
     if fields["kind"] == "image_folder":
         fields["path"] = st.text_input("Folder", key="rg-d-path", help="one sub-folder per class")
         fields["image_size"] = st.text_input("Image size (optional)", key="rg-d-size", help="height,width")

@@ -4,7 +4,8 @@
 :class:`EntryError` (all its problems joined) and never hides the good ones; a TOML syntax error is a
 single error for the whole file, so built-in models keep working. Validation here is cheap and needs
 no torch: keys, types, kinds, ids, paths. Loading the files and running the models happens later, in
-``model_registry.loaders`` and ``data.loaders``.
+``model_registry.loaders`` and ``data.loaders``. This module is configuration shared by both, below
+them in the layers: it imports neither (the registries pass in the built-in ids it checks against).
 
 Example::
 
@@ -14,12 +15,18 @@ Example::
     path = "/abs/path/model.pt"   # or relative to the manifest's folder
     task = "image"                # image | tabular
     input_shape = [3, 64, 64]
-    classes = ["circle", "square"]
+    classes = ["circle", "square"]  # leave out for ImageNet-1k's 1000 classes
 
     [[dataset]]
     id = "my_images"
     kind = "image_folder"         # image_folder | npz | table
     path = "images"
+
+Preprocessing: a model whose checkpoint expects normalised input gives ``mean`` and ``std`` (Loupe
+puts ``(x - mean) / std`` inside the model handle, so explainers see [0, 1] pixels); an image
+folder gives ``image_size = [H, W]``, or ``resize = 256`` (shorter side) and ``center_crop = 224``.
+A dataset's ``class_map = { folder = "model class" }`` says which model class a dataset class is
+when the names differ (``data.classes``).
 """
 from __future__ import annotations
 
@@ -64,13 +71,16 @@ class ModelEntry:
     path: Path
     task: str
     input_shape: tuple[int, ...]
-    classes: tuple[str, ...]
+    classes: tuple[str, ...] | None = None
+    """None: the ImageNet-1k classes (the model must output 1000 logits)."""
     value_range: tuple[float, float] = (0.0, 1.0)
     dataset: str | None = None
     factory: str | None = None
     factory_kwargs: Mapping[str, Any] = field(default_factory=dict)
     trust: bool = False
     normalize_mean: tuple[float, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     gradcam_layer: str | None = None
     layers: tuple[str, ...] = ()
     description: str = ""
@@ -86,7 +96,10 @@ class DatasetEntry:
     classes: tuple[str, ...] | None = None
     label: str | None = None
     image_size: tuple[int, int] | None = None
+    resize: int | None = None
+    center_crop: tuple[int, int] | None = None
     channels: int | None = None
+    class_map: Mapping[str, str | int] | None = None
     test_fraction: float | None = None
     seed: int = 0
     description: str = ""
@@ -192,6 +205,32 @@ def _factory(value: Any) -> str:
     return value
 
 
+def _positive_number(value: Any) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return number
+
+
+def _crop(value: Any) -> tuple[int, int]:
+    """``224`` or ``[224, 224]`` (height, width)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _positive_int(value), value
+    return _list_of(_positive_int, 2)(value)
+
+
+def _class_map(value: Any) -> dict[str, str | int]:
+    """A table: dataset class -> model class name or index."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"must be a table such as {{ cat = \"tabby\", dog = 207 }}, got {value!r}")
+    for key, target in value.items():
+        name_ok = isinstance(target, str) and target != ""
+        index_ok = isinstance(target, int) and not isinstance(target, bool) and target >= 0
+        if not (name_ok or index_ok):
+            raise ValueError(f"maps {key!r} to {target!r}; give a model class name or an index ≥ 0")
+    return dict(value)
+
+
 def _table(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"must be a table of keyword arguments, got {value!r}")
@@ -232,13 +271,15 @@ _MODEL_KEYS: dict[str, _Key] = {
     "path": _Key(_text, required=True),
     "task": _Key(_choice(TASKS), required=True),
     "input_shape": _Key(_list_of(_positive_int), required=True),
-    "classes": _Key(_classes, required=True),
+    "classes": _Key(_classes),
     "value_range": _Key(_value_range),
     "dataset": _Key(_ident),
     "factory": _Key(_factory, kinds=frozenset({"state_dict"})),
     "factory_kwargs": _Key(_table, kinds=frozenset({"state_dict"})),
     "trust": _Key(_boolean, kinds=frozenset({"state_dict", "sklearn"})),
     "normalize_mean": _Key(_list_of(_number)),
+    "mean": _Key(_list_of(_number)),
+    "std": _Key(_list_of(_positive_number)),
     "gradcam_layer": _Key(_text),
     "layers": _Key(_unique_names),
     "description": _Key(_text),
@@ -251,7 +292,10 @@ _DATASET_KEYS: dict[str, _Key] = {
     "classes": _Key(_classes),
     "label": _Key(_text, kinds=frozenset({"table"})),
     "image_size": _Key(_list_of(_positive_int, 2), kinds=frozenset({"image_folder"})),
+    "resize": _Key(_positive_int, kinds=frozenset({"image_folder"})),
+    "center_crop": _Key(_crop, kinds=frozenset({"image_folder"})),
     "channels": _Key(_channels, kinds=frozenset({"image_folder"})),
+    "class_map": _Key(_class_map),
     "test_fraction": _Key(_fraction),
     "seed": _Key(_seed),
     "description": _Key(_text),
@@ -273,6 +317,21 @@ def _check_normalize_mean(v: dict) -> str | None:
     if mean is None or shape is None or len(mean) == shape[0]:
         return None
     return f"normalize_mean has {len(mean)} values but input_shape {list(shape)} has {shape[0]} channels/features"
+
+
+def _check_mean_std(v: dict) -> str | None:
+    mean, std, shape = v.get("mean"), v.get("std"), v.get("input_shape")
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        return "mean and std go together: give both (the checkpoint's input normalisation) or neither"
+    if "normalize_mean" in v:
+        return ("normalize_mean describes a normaliser inside the model, mean/std one Loupe adds in front of it; "
+                "give one of them")
+    if len(mean) != len(std) or (shape is not None and len(mean) != shape[0]):
+        channels = f" and input_shape {list(shape)} has {shape[0]} channels/features" if shape is not None else ""
+        return f"mean has {len(mean)} values, std {len(std)}{channels}; they must agree"
+    return None
 
 
 def _check_factory(v: dict) -> str | None:
@@ -297,14 +356,24 @@ def _check_factory_kwargs(v: dict) -> str | None:
     return None
 
 
+def _check_resizing(v: dict) -> str | None:
+    if "image_size" in v and ("resize" in v or "center_crop" in v):
+        return "image_size resizes to exactly [H, W]; resize/center_crop do it the torchvision way; give one of them"
+    resize, crop = v.get("resize"), v.get("center_crop")
+    if resize is not None and crop is not None and resize < min(crop):
+        return f"resize {resize} (the shorter side) is smaller than center_crop {list(crop)}"
+    return None
+
+
 def _check_label(v: dict) -> str | None:
     if v.get("kind") == "table" and "label" not in v:
         return "kind 'table' needs label = '<column>' naming the label column"
     return None
 
 
-_MODEL_CHECKS = (_check_shape_for_task, _check_normalize_mean, _check_factory, _check_factory_kwargs, _check_sklearn)
-_DATASET_CHECKS = (_check_label,)
+_MODEL_CHECKS = (_check_shape_for_task, _check_normalize_mean, _check_mean_std, _check_factory, _check_factory_kwargs,
+                 _check_sklearn)
+_DATASET_CHECKS = (_check_label, _check_resizing)
 
 
 def _resolve_path(raw: str, base: Path, folder: bool) -> Path:
@@ -389,7 +458,9 @@ def _section(
         problems += [p for p in [extra(values)] if p]
         if problems:
             raw_id = table.get("id") if isinstance(table, dict) and isinstance(table.get("id"), str) else None
-            errors.append(EntryError(kind, raw_id, f"[[{kind}]] entry #{index}: " + "; ".join(problems)))
+            where = f"[[{kind}]] entry #{index}"  # the position is all an entry without an id has
+            reason = "; ".join(problems) + f" ({where})" if raw_id else f"{where}: " + "; ".join(problems)
+            errors.append(EntryError(kind, raw_id, reason))
         else:
             valid.append(values)
     return valid, errors
@@ -440,7 +511,7 @@ def read_manifest(
     return manifest
 
 
-_CACHE: dict[tuple, Manifest] = {}
+_CACHE: dict[tuple, tuple[tuple[int, int, int] | None, Manifest]] = {}
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -458,28 +529,22 @@ def cached_manifest(
     reserved_datasets: frozenset[str] = frozenset(),
 ) -> Manifest:
     """``read_manifest``, re-read only when the file's inode, mtime or size changed, so entries added
-    while the app runs appear on the next lookup without a restart."""
+    while the app runs appear on the next lookup without a restart. Only the newest version is kept
+    per (path, reserved ids): the model and dataset registries each ask with their own."""
     path = Path(path)
-    key = (path, _stamp(path), reserved_models, reserved_datasets)
-    manifest = _CACHE.get(key)
-    if manifest is None:
-        manifest = read_manifest(path, reserved_models, reserved_datasets)
-        _CACHE.clear()  # keep only the newest version
-        _CACHE[key] = manifest
-    return manifest
+    key, stamp = (path, reserved_models, reserved_datasets), _stamp(path)
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] != stamp:
+        cached = stamp, read_manifest(path, reserved_models, reserved_datasets)
+        _CACHE[key] = cached
+    return cached[1]
 
 
-def builtin_ids() -> tuple[frozenset[str], frozenset[str]]:
-    """Ids of the built-in models and datasets (imported on use: the zoo is not needed to parse)."""
-    from data.builtin import BUILTIN_DATASETS
-    from model_registry.zoo import ZOO
-
-    return frozenset(ZOO), frozenset(BUILTIN_DATASETS)
-
-
-def current_manifest() -> Manifest:
-    """The manifest at ``store.paths.manifest_path()``, checked against the built-in ids."""
+def current_manifest(reserved_models: frozenset[str] = frozenset(),
+                     reserved_datasets: frozenset[str] = frozenset()) -> Manifest:
+    """The manifest at ``store.paths.manifest_path()``, checked against the built-in ids the caller
+    reserves (``model_registry.registry.current_manifest`` passes the zoo's and the built-in
+    datasets'; ``data.registry`` the built-in datasets', all its entries depend on)."""
     from store.paths import manifest_path
 
-    models, datasets = builtin_ids()
-    return cached_manifest(manifest_path(), models, datasets)
+    return cached_manifest(manifest_path(), reserved_models, reserved_datasets)

@@ -5,7 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import loupe
+from views.access import require_access
 from views.runs import run_page
+
+require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
 
 @st.cache_data(ttl=5, show_spinner="Reading the registries…")
@@ -13,6 +16,9 @@ def listings() -> tuple[list[dict], list[dict], list[dict]]:
     """Models, datasets and explainers; re-read every few seconds so manifest edits show up."""
     return loupe.models(), loupe.datasets(), loupe.explainers()
 
+
+KINDS = {"attribution": "explanation", "rules": "rules", "pathways": "pathways", "embedding": "embedding"}
+# (how each stored kind reads in the recent-results table; a bare string here would be drawn by Streamlit)
 
 st.title("Loupe")
 if "run" in st.query_params:
@@ -58,25 +64,27 @@ st.subheader("Explainers")
 st.dataframe(pd.DataFrame([{k: e[k] for k in ("id", "title", "output", "modalities", "needs_gradients", "paper")}
                            for e in explainers]), hide_index=True, width="stretch")
 
-st.subheader("Recent runs")
-recent = loupe.runs(limit=10)
+st.subheader("Recent results")
+recent = loupe.recent(limit=12)
 if recent:
     st.dataframe(
-        pd.DataFrame([{"open": r["link"], "explainer": r["explainer_id"], "model": r["model_id"],
-                       "dataset": r["dataset_id"], "samples": r["n_samples"], "created": r["created"]}
-                      for r in recent]),
-        column_config={"open": st.column_config.LinkColumn("open", display_text="open")},
+        pd.DataFrame([{"open": r["link"], "kind": KINDS.get(r["kind"], r["kind"]), "method": r["what"],
+                       "model": r["model"], "dataset": r["dataset"], "samples": r["samples"],
+                       "created": r["created"]} for r in recent]),
+        column_config={"open": st.column_config.LinkColumn("open", display_text="open", width="small"),
+                       "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm")},
         hide_index=True, width="stretch",
     )
 else:
-    st.caption("No runs yet: run `python -m loupe explain …` or use the API, and they appear here.")
+    st.caption("Nothing stored yet: explain, extract rules, compute pathways or an embedding (here or with "
+               "`python -m loupe …`), and the results appear here, each with its link.")
 
 st.subheader("Quick start")
 st.markdown(
     "1. **Explain**: pick `shapes_cnn`, tick a few images in the gallery, choose `samp` and `osa_das`, check "
     "the cost preview and press *Explain*. Each result has a link to copy and CSV/PNG downloads.\n"
-    "2. **Compare**: several explainers (and models) over a slice: metrics with confidence intervals, how much "
-    "they agree, and the samples they disagree on.\n"
+    "2. **Compare**: several explainers (and models) over a slice: their maps side by side, the samples they "
+    "disagree on most first, metrics with 95% confidence intervals, and how much they agree.\n"
     "3. **Batch**: run a slice in the background, cancel or resume it, export CSV or Parquet.\n"
     "4. **Registry**: add your own model or dataset (by path or upload); it is validated before it is saved.\n"
     "5. **Embeddings**: UMAP of a model's penultimate activations or of attribution maps."
