@@ -231,11 +231,10 @@ class _Tiny224(nn.Module):
         return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-def test_manifest_folder_explained_on_the_cluster_equals_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The worker reads the samples itself (by reference) and gets what this process reads."""
-    _jpegs(tmp_path / "jpegs")
+def _tiny224_entry(tmp_path: Path) -> str:
+    """Saves :class:`_Tiny224` as TorchScript and returns its manifest entry (model id ``tiny224``)."""
     torch.jit.script(_Tiny224()).save(str(tmp_path / "tiny.ts"))
-    _manifest(tmp_path, monkeypatch, f'''
+    return f'''
 [[model]]
 id = "tiny224"
 kind = "torchscript"
@@ -243,7 +242,13 @@ path = "{tmp_path / 'tiny.ts'}"
 task = "image"
 input_shape = [3, 224, 224]
 classes = ["a", "b"]
+'''
 
+
+def test_manifest_folder_explained_on_the_cluster_equals_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The worker reads the samples itself (by reference) and gets what this process reads."""
+    _jpegs(tmp_path / "jpegs")
+    _manifest(tmp_path, monkeypatch, _tiny224_entry(tmp_path) + f'''
 [[dataset]]
 id = "jpegs224"
 kind = "image_folder"
@@ -262,16 +267,7 @@ center_crop = 224
 def test_session_samples_are_scattered_so_dask_never_warns_of_a_large_graph(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch):
     """16 samples at 224×224 plus 32 background rows are 29 MB: inside the graph, Dask would warn."""
-    torch.jit.script(_Tiny224()).save(str(tmp_path / "tiny.ts"))
-    _manifest(tmp_path, monkeypatch, f'''
-[[model]]
-id = "tiny224"
-kind = "torchscript"
-path = "{tmp_path / 'tiny.ts'}"
-task = "image"
-input_shape = [3, 224, 224]
-classes = ["a", "b"]
-''')
+    _manifest(tmp_path, monkeypatch, _tiny224_entry(tmp_path))
     rng = np.random.default_rng(1)
     x = rng.random((40, 3, 224, 224), dtype=np.float32)
     session = Dataset("session224", "image", ["a", "b"], Split(x[:20], np.arange(20) % 2),
