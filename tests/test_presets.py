@@ -125,3 +125,27 @@ def test_the_preset_is_one_form_field_in_the_cache_key_and_the_share_link() -> N
     keys = {p: loupe.request("shapes_cnn", "shapes", "0", "samp", {"preset": p}) for p in ("loupe", "paper")}
     assert keys["paper"].params == paper and keys["loupe"].params["preset"] == "loupe"
     assert keys["paper"].params != keys["loupe"].params  # so their run keys differ
+
+
+@pytest.mark.parametrize(("d", "k"), [(2, 1), (4, 1), (10, 1), (99, 1), (100, 2), (999, 2), (1000, 3), (21843, 3)])
+def test_osa_das_k_rule_follows_the_output_dimension(d: int, k: int) -> None:
+    """One direction per decade of outputs, capped at the paper's 3: k = 3 at ImageNet's 1,000 logits,
+    1 on few-class models (where the paper's k = 3 was clipped to ⌊d/2⌋ and hit the score's ceiling)."""
+    from explainers.osa_das import auto_subspace_dim
+
+    assert auto_subspace_dim(d) == k
+
+
+@pytest.mark.parametrize(("n_classes", "loupe_k", "paper_k"), [(4, 1, 2), (10, 1, 3), (1000, 3, 3)])
+def test_osa_das_resolves_k_on_the_model(n_classes: int, loupe_k: int, paper_k: int) -> None:
+    from torch import nn
+
+    from explainers.osa_das import OsaDas
+    from model_registry.base import ModelHandle
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, n_classes))
+    model = ModelHandle("toy_k", net, "image", (3, 32, 32), [f"c{i}" for i in range(n_classes)])
+    osa = OsaDas()
+    assert osa.resolve(model, osa.Params()).subspace_dim == loupe_k
+    assert osa.resolve(model, osa.Params(preset="paper")).subspace_dim == paper_k
+    assert osa.resolve(model, osa.Params(subspace_dim=2)).subspace_dim == min(2, n_classes // 2)
