@@ -14,7 +14,7 @@ the "zero after normalisation" baseline, as in the authors' comparison. The poin
 (tolerance 0) needs ground-truth masks, so it is reported on ``shapes`` only.
 
 Run from the repository root:
-``python -m bench.samp_quality [--n 64] [--output bench/results/samp.md] [--only LABEL_TEXT]``;
+``python -m bench.samp_quality [--n 64] [--output bench/results/samp.md] [--only LABEL_TEXT ...]``;
 the 224×224 case: ``python -m bench.samp_quality --models resnet18_random_224 --n 8 --only "(" --output
 bench/results/samp_224.md`` (the rows whose label has a parenthesis: the two presets and IG).
 """
@@ -24,6 +24,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,14 +100,14 @@ def case(model_id: str, n: int):
     return model, ds.inputs(list(range(n))).to(model.device), ds.masks(list(range(n)))
 
 
-def run_model(model_id: str, n: int, only: str = "", methods: tuple[Method, ...] = METHODS) -> list[dict]:
-    """One dict per method of ``methods`` whose label contains ``only``: AUCs, pointing game, passes
-    per image, completeness gap, map ℓ1, seconds."""
+def run_model(model_id: str, n: int, only: Sequence[str] = ("",), methods: tuple[Method, ...] = METHODS) -> list[dict]:
+    """One dict per method of ``methods`` whose label contains one of ``only``: AUCs, pointing game,
+    passes per image, completeness gap, map ℓ1, seconds."""
     model, x, masks = case(model_id, n)
     target = model.logits(x).argmax(1).to(model.device)
     step = step_per(x.shape[-2] * x.shape[-1])
     rows = []
-    for method in (m for m in methods if only in m.label):
+    for method in (m for m in methods if any(text in m.label for text in only)):
         explainer = get_explainer(method.explainer)
         started = time.perf_counter()
         res = explainer.explain(model, x, target, explainer.Params.from_dict(method.params))
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--n", type=int, default=64, help="test images per model")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=[*MODELS, resnet224.MODEL_ID])
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "samp.md")
-    parser.add_argument("--only", default="", help="run only the methods whose label contains this text")
+    parser.add_argument("--only", nargs="+", default=[""], help="run only the methods whose label contains one of these texts")
     args = parser.parse_args(argv)
     rows = [row for model_id in args.models for row in run_model(model_id, args.n, args.only)]
     device = case(args.models[0], 1)[0].device

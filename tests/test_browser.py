@@ -580,6 +580,7 @@ def test_past_batches_table_keeps_pace_with_the_progress_bar(app_url, browser):
     page.context.close()
 
 
+@pytest.mark.slow
 def test_sanity_check_runs_from_explain_with_clicks_and_its_link_reopens_it(app_url, browser):
     """Issue #17: below a stored Explain result, one click runs the cascading randomisation check of the
     shown explainer; the verdict and figure show, and the permanent link opens the stored check on the
@@ -596,12 +597,13 @@ def test_sanity_check_runs_from_explain_with_clicks_and_its_link_reopens_it(app_
     _wait_text(page, "Similarity per stage", timeout=180_000)
     _idle(page)
     verdict = page.get_by_text(re.compile(r"^(PASS|FAIL|INCONCLUSIVE)")).first.inner_text()
-    link = page.get_by_role("link", name=re.compile(r"/sanity\?run=[0-9a-f]{64}")).first
+    link = page.locator('a[href*="/sanity?run="]').first  # the permanent link
     key = re.search(r"run=([0-9a-f]{64})", link.get_attribute("href"))[1]
     stored = loupe.sanity_result(key)
     assert verdict.startswith(stored.verdict.upper()) and stored.sample_ids == [610, 611]
     assert stored.explainer_params["n_steps"] == 8 and stored.explainer_params["baseline"] == "normalized_zero"
     assert page.locator(".js-plotly-plot").count() >= 1  # the similarity-per-layer chart
+    assert page.get_by_role("button", name=re.compile("Run the sanity check")).count() == 0  # stored now
     _shot(page, "explain_sanity")
     page.goto(link.get_attribute("href"))  # the server's links name its own address (LOUPE_BASE_URL)
     _wait_text(page, "Stored result: integrated_gradients on shapes_cnn / shapes")

@@ -53,13 +53,15 @@ def section(model_id: str, dataset_id: str, samples: Sequence[int] | str,
     except loupe.user_errors() as err:
         st.error(str(err))
         return
-    if res is None and st.button(f"Run the sanity check of {explainer}", key=f"{key}-run"):
+    slot = st.empty()  # the run button, gone once the check is stored
+    if res is None and slot.button(f"Run the sanity check of {explainer}", key=f"{key}-run"):
         with st.spinner("Randomising layers and re-explaining on the worker…"):
             try:
                 res = loupe.sanity(model_id, dataset_id, samples, explainer, params, target)
             except loupe.user_errors() as err:
                 st.error(str(err))
                 return
+        slot.empty()
     if res is None:
         st.caption("Not computed yet for this selection: it explains the samples once per layer.")
         return
