@@ -63,6 +63,6 @@ def section(model_id: str, dataset_id: str, samples: Sequence[int] | str,
                 return
         slot.empty()
     if res is None:
-        st.caption("Not computed yet for this selection: it explains the samples once per layer.")
+        st.caption("No sanity check is stored for this selection yet: running it explains the samples once per layer.")
         return
     show(res, key)
