@@ -8,7 +8,8 @@ bench/osadas_quality.py measure them, must keep the goals they reach:
   there and points at 0.9), so that model is held to the measured value instead, to catch a further fall.
 * OSA-DAS points into the shape on ≥ 0.9 of the shapes images.
 
-Slow: about 3 minutes on an idle 2-core machine (README, "Benchmarks")."""
+Slow: 848 s on the 2 shared cores while other benches ran (load 4-6): OSA-DAS 535 s, SAMP + IG 84-138 s
+per model; much less on an idle machine."""
 from __future__ import annotations
 
 import pytest
