@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/pathways.py", title="Pathways", icon=":material/hub:", url_path="pathways"),
     st.Page("pages/rules.py", title="Rules", icon=":material/account_tree:", url_path="rules"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:", url_path="embeddings"),
+    st.Page("pages/sanity.py", title="Sanity check", icon=":material/fact_check:", url_path="sanity"),
     st.Page("pages/batch.py", title="Batch", icon=":material/playlist_play:", url_path="batch"),
     st.Page("pages/registry.py", title="Registry", icon=":material/inventory_2:", url_path="registry"),
 ]

@@ -1,9 +1,10 @@
 """OSA-DAS quality benchmark: deletion, insertion, insertion − deletion and pointing game over the
 first ``--n`` test images of ``shapes`` (shapes_cnn) and ``digits`` (digits_cnn), for
 
-* OSA-DAS with its defaults (8 views, k = 3, auto window), and with ``feature="penultimate"``;
-* OSA-DAS with 8 views and k = 1 (the k ablation of specs/osadas.md §3: only the dominant direction
-  of the views' outputs, no trailing directions);
+* OSA-DAS with the ``loupe`` default (8 views, k by output dimension: 1 below 100 outputs, so 1 on
+  these 4- and 10-class models; logits) and the ``paper`` preset (k = 3, clipped to half the output
+  dimension: 2 on shapes_cnn's 4 logits);
+* the feature-space alternatives: penultimate features and softmax probabilities under both presets;
 * OSA-DAS with one view (N = 1: cosine occlusion on the output vector);
 * Captum Occlusion with the same window, stride and fill (the model's mean colour), target = the
   predicted class.
@@ -41,9 +42,11 @@ def methods(side: int) -> dict[str, tuple[object, object]]:
     patch, stride = auto_window(side)
     osa, occ = OsaDas(), Occlusion()
     return {
-        "OSA-DAS (defaults: 8 views, k = 3, logits)": (osa, osa.Params()),
-        "OSA-DAS, penultimate features": (osa, osa.Params(feature="penultimate")),
-        "OSA-DAS, 8 views, k = 1": (osa, osa.Params(subspace_dim=1)),
+        "OSA-DAS (loupe default: 8 views, k by output dimension, logits)": (osa, osa.Params()),
+        "OSA-DAS (paper preset: 8 views, k = 3, logits)": (osa, osa.Params(preset="paper")),
+        "paper preset, penultimate features": (osa, osa.Params(preset="paper", feature="penultimate")),
+        "paper preset, softmax probabilities": (osa, osa.Params(preset="paper", feature="probs")),
+        "loupe default, softmax probabilities": (osa, osa.Params(feature="probs")),
         "OSA-DAS, one view (N = 1)": (osa, osa.Params(n_views=1)),
         f"Captum Occlusion ({patch} px window, stride {stride})": (occ, occ.Params(window=patch, stride=stride)),
     }

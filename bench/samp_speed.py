@@ -1,14 +1,15 @@
-"""SAMP speed benchmark (issue #4): how close SAMP++ gets to the cost of its gradient passes alone,
+"""SAMP speed benchmark (issue #4): how close SAMP gets to the cost of its gradient passes alone,
 and what it costs per image next to Captum's Integrated Gradients with as many passes.
 
 For ``--n`` test images of a zoo model's dataset (default: 64 ``shapes`` images, ``shapes_cnn``),
 target = predicted class, it times
 
-* ``samp``: ``Samp.explain`` with default params (SAMP++), all images in one call (a 2n-row batch);
+* ``samp``: ``Samp.explain`` with the ``--preset``'s params (default ``loupe``; ``paper`` is SAMP++),
+  all images in one call (a 2n-row batch);
 * ``floor``: SAMP's own forward + backward passes replayed on prebuilt inputs, at the batch size
   each step had (rows still on their path: read off the run's step counts), measured in the same
   process: the work SAMP cannot avoid;
-* ``ig``: ``integrated_gradients`` with n_steps = SAMP++'s mean passes per image (same number of
+* ``ig``: ``integrated_gradients`` with n_steps = SAMP's mean passes per image (same number of
   forward + backward passes per image; Captum batches them 256+ rows at a time).
 
 Each side is the best of ``--repeats`` interleaved runs after a warm-up. Prints samp / floor (goal
@@ -36,9 +37,10 @@ GOAL = 1.15
 
 
 def batch_sizes(extras: dict) -> list[int]:
-    """Rows in the batch at each step: rows whose path had not finished (steps > k)."""
+    """Rows in the batch at each gradient pass k: rows whose path had not finished before it (a path
+    of s steps takes s + 1 gradients: one per step and one at its end)."""
     steps = np.concatenate([np.asarray(v) for k, v in extras.items() if k.endswith("_steps")])
-    return [int((steps > k).sum()) for k in range(int(steps.max()))]
+    return [int((steps >= k).sum()) for k in range(int(steps.max()) + 1)]
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--model", default="shapes_cnn", help="zoo model id (its dataset supplies the images)")
     parser.add_argument("--n", type=int, default=64, help="number of images (one batch)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per side; the best counts")
+    parser.add_argument("--preset", default="loupe", choices=("loupe", "paper"), help="SAMP's parameter preset")
     args = parser.parse_args(argv)
 
     model = load_zoo_model(args.model)
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     x = load_builtin(model.dataset).inputs(range(args.n)).to(device)
     target = model.logits(x).argmax(1).to(device)
     samp = Samp()
-    res = samp.explain(model, x, target, Samp.Params())  # warm-up, and the step counts
+    params = Samp.Params(preset=args.preset)
+    res = samp.explain(model, x, target, params)  # warm-up, and the step counts
     sizes = batch_sizes(res.extras)
     passes = round(sum(sizes) / args.n)
     rows, row_target = torch.cat([x, x]), torch.cat([target, target])
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ig_params = ig.Params(n_steps=passes, baseline="normalized_zero")
 
     def run_samp() -> None:
-        samp.explain(model, x, target, Samp.Params())
+        samp.explain(model, x, target, params)
 
     def floor() -> None:
         for b in sizes:
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     t_floor, t_samp, t_ig = (min(t[i] for t in times) for i in range(3))
     ratio, vs_ig = t_samp / t_floor, t_samp / t_ig
     print(f"model {args.model} on {device} ({torch.get_num_threads()} threads), {args.n} images in one batch "
-          f"({2 * args.n} rows), SAMP++ defaults: {len(sizes)} steps, {sum(sizes)} forward+backward rows "
+          f"({2 * args.n} rows), SAMP {args.preset} preset: {len(sizes)} gradient passes, {sum(sizes)} forward+backward rows "
           f"({passes} per image)")
     print(f"samp (explain):               {t_samp * 1e3:9.1f} ms   best of {args.repeats}")
     print(f"floor (same fwd+bwd passes):  {t_floor * 1e3:9.1f} ms")

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -46,6 +47,25 @@ def param(
     """Declare a Params field with its default, bounds or choices, help text and widget group."""
     meta = {"low": low, "high": high, "choices": choices, "help": help, "group": group}
     return field(default=default, metadata=meta)
+
+
+PRESETS = ("loupe", "paper")
+"""Parameter presets of the seed explainers (issue #17): ``paper`` is the paper's settings (the
+defaults Loupe had before presets existed), ``loupe`` the defaults Loupe's quality benches chose
+(README, "SAMP and OSA-DAS"). A field a preset governs is declared with :func:`preset_param`."""
+
+
+def preset_param(help: str = "", group: str = "main", **bounds: Any) -> Any:
+    """A field whose default comes from the chosen ``preset`` (the class's ``presets`` table); a
+    value the user sets wins over the preset's. ``bounds``: low, high, choices as for :func:`param`."""
+    return param(None, help=help, group=group, **bounds)
+
+
+def preset_choice() -> Any:
+    """The ``preset`` field itself."""
+    return param("loupe", choices=PRESETS,
+                 help="loupe: the defaults Loupe's benches chose; paper: the paper's settings. "
+                      "A parameter you set wins over the preset")
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -86,11 +106,28 @@ def _coerce(name: str, kind: type, value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Params:
-    """Base class of every explainer's parameters: validated on construction, JSON round-trip."""
+    """Base class of every explainer's parameters: validated on construction, JSON round-trip.
+
+    Explainers with presets declare a ``preset`` field (:func:`preset_choice`), the fields it
+    governs with :func:`preset_param` (default None: "the preset's value") and ``presets``, the
+    values per preset. Construction fills every field still None from the chosen preset, so a
+    constructed Params never holds None and ``to_dict`` gives the values used."""
+
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Preset name -> value of every :func:`preset_param` field under that preset."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
+        if self.presets:
+            preset = getattr(self, "preset")
+            if preset not in self.presets:
+                raise ParamError(f"preset must be one of {list(self.presets)}, got {preset!r}")
+            for name, value in self.presets[preset].items():
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, value)
         for f in dataclasses.fields(self):
+            if getattr(self, f.name) is None:
+                raise ParamError(f"{f.name} has no value: preset {getattr(self, 'preset', None)!r} does not set it")
             value = _coerce(f.name, hints[f.name], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
             meta = f.metadata
@@ -121,12 +158,19 @@ class Params:
 
     @classmethod
     def schema(cls) -> list[dict[str, Any]]:
-        """One dict per field (name, type, default, low, high, choices, help, group) for widgets."""
+        """One dict per field (name, type, default, low, high, choices, help, group) for widgets.
+        A preset field's ``default`` is its value under the default preset, and ``presets`` maps
+        every preset to its value there."""
         hints = typing.get_type_hints(cls)
-        return [
-            {"name": f.name, "type": hints[f.name].__name__, "default": f.default, **f.metadata}
-            for f in dataclasses.fields(cls)
-        ]
+        defaults = cls()
+        out = []
+        for f in dataclasses.fields(cls):
+            row = {"name": f.name, "type": hints[f.name].__name__, "default": getattr(defaults, f.name),
+                   **f.metadata}
+            if f.default is None and cls.presets:
+                row["presets"] = {name: values[f.name] for name, values in cls.presets.items()}
+            out.append(row)
+        return out
 
 
 @dataclass(frozen=True)
@@ -224,6 +268,12 @@ class Explainer(ABC, Generic[P]):
         """Why this explainer cannot run on ``model`` (None when it can)."""
         return _unsupported(self.spec, model)
 
+    def resolve(self, model: ModelHandle, params: P) -> P:
+        """``params`` with every "auto" value (e.g. a 0 meaning "by image size") replaced by the
+        value used on ``model``, so that stored params, cache keys and forms show what ran. This
+        default has nothing to resolve; explainers with auto values override it."""
+        return params
+
     def passes(self, model: ModelHandle, params: P) -> Passes:
         """Model passes one sample costs with ``params`` on ``model`` (the cost preview multiplies
         them by the model's measured pass time). This default, one forward and one backward pass,
@@ -269,6 +319,10 @@ class Analysis(ABC, Generic[P]):
     def unsupported_reason(self, model: ModelHandle) -> str | None:
         """Why this analysis cannot run on ``model`` (None when it can)."""
         return _unsupported(self.spec, model)
+
+    def resolve(self, model: ModelHandle, params: P) -> P:
+        """As :meth:`Explainer.resolve`: auto values replaced by the values used on ``model``."""
+        return params
 
     @abstractmethod
     def prepare(self, model: ModelHandle, dataset: Any, params: P) -> Prepared:

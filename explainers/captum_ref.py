@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -259,6 +259,11 @@ class Occlusion(Explainer[OcclusionParams]):
     )
     Params = OcclusionParams
 
+    def resolve(self, model: ModelHandle, params: OcclusionParams) -> OcclusionParams:
+        """``window`` and ``stride`` 0 replaced by the auto rule's values for the model's image side."""
+        window = _window(model, self.spec.id, params.window)
+        return replace(params, window=window, stride=params.stride or max(1, window // 2))
+
     def passes(self, model: ModelHandle, params: OcclusionParams) -> Passes:
         """f(x) plus one forward per window position (Captum's count: ceil((side − window) / stride) + 1
         per axis)."""
@@ -314,6 +319,12 @@ class FeatureAblation(Explainer[FeatureAblationParams]):
         description="Output drop when a grid cell (images) or a feature (tables) is set to a baseline value.",
     )
     Params = FeatureAblationParams
+
+    def resolve(self, model: ModelHandle, params: FeatureAblationParams) -> FeatureAblationParams:
+        """``cell`` 0 replaced by the auto rule's value for the model's image side (tables ignore it)."""
+        if len(model.input_shape) == 1:
+            return params
+        return replace(params, cell=_window(model, self.spec.id, params.cell))
 
     def passes(self, model: ModelHandle, params: FeatureAblationParams) -> Passes:
         """f(x) plus one forward per feature group (grid cell for images, feature for tables)."""

@@ -420,30 +420,39 @@ def evaluate(
 # -- sanity check ----------------------------------------------------------------------------------
 
 
-def randomized_model(model: ModelHandle, seed: int = 0) -> ModelHandle:
-    """A deep copy of ``model`` with every parameter re-initialised (seeded): modules with
+def randomized_model(model: ModelHandle, seed: int = 0, modules: Sequence[str] | None = None) -> ModelHandle:
+    """A deep copy of ``model`` whose parameters are re-initialised (seeded), in every submodule or
+    only in the submodules named in ``modules`` (and their children): modules with
     ``reset_parameters`` use it (PyTorch's default init); other parameters are redrawn from a normal
     with their own mean and standard deviation. Buffers (e.g. normalisation) are kept.
 
-    The generator seed is a hash of ``seed``, not ``seed`` itself: a model built under
-    ``torch.manual_seed(0)`` would otherwise be "re-initialised" to exactly its own weights."""
+    Each submodule draws from its own generator, seeded by a hash of ``seed`` and its name, so a
+    submodule gets the same random weights whichever others are randomised with it (the cascading
+    check of :mod:`explainers.sanity` relies on it). Hashing also keeps a model built under
+    ``torch.manual_seed(0)`` from being "re-initialised" to exactly its own weights."""
     module = copy.deepcopy(model.module)
     device = model.device
-    digest = hashlib.sha256(f"loupe.randomized_model:{int(seed)}".encode()).digest()
+    chosen = None if modules is None else tuple(modules)
+    missing = [] if chosen is None else [n for n in chosen if n not in dict(module.named_modules())]
+    if missing:
+        raise ValueError(f"model {model.id!r} has no submodule(s) {missing}")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-        reset: set[int] = set()
-        for sub in module.modules():
+        for name, sub in module.named_modules():
+            own = list(sub.parameters(recurse=False))
+            if not own or (chosen is not None and not any(name == c or name.startswith(f"{c}.") for c in chosen)):
+                continue
+            digest = hashlib.sha256(f"loupe.randomized_model:{int(seed)}:{name}".encode()).digest()
+            torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
             reset_parameters = getattr(sub, "reset_parameters", None)
-            if callable(reset_parameters) and any(True for _ in sub.parameters(recurse=False)):
+            if callable(reset_parameters):
                 reset_parameters()
-                reset.update(id(p) for p in sub.parameters(recurse=False))
-        for p in module.parameters():
-            if id(p) not in reset:
+                continue
+            for p in own:
                 std = float(p.std()) if p.numel() > 1 else 1.0
                 p.normal_(float(p.mean()), std or 1.0)
     module.eval()
-    return dataclasses.replace(model, module=module, weights_hash=f"randomized:{seed}:{model.weights_hash}")
+    which = "all" if chosen is None else ",".join(chosen)
+    return dataclasses.replace(model, module=module, weights_hash=f"randomized:{seed}:{which}:{model.weights_hash}")
 
 
 def randomization_check(

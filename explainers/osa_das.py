@@ -27,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explainers._common import check_inputs, classifier_layer, hooks
-from explainers.base import Explainer, Params, Passes, Result, Spec, param
+from explainers.base import Explainer, Params, Passes, Result, Spec, param, preset_choice, preset_param
 from explainers.batching import measured_pass
 from model_registry.base import ModelHandle
 
@@ -336,14 +337,40 @@ def similarity(u0: torch.Tensor, r0: torch.Tensor, u: torch.Tensor, r: torch.Ten
 # -- the explainer ---------------------------------------------------------------------------------
 
 
+def auto_subspace_dim(d: int) -> int:
+    """Subspace dimension k for d-dimensional output vectors when ``subspace_dim`` is 0: one direction
+    per decade of d, k = min(3, max(1, ⌊log₁₀ d⌋)): the paper's k = 3 at 1,000 logits, 2 from 100 and
+    1 below 100, where a second direction is spanned only by the views' small differences and is not
+    identifiable (README, "SAMP and OSA-DAS": k = 3, clipped to 2, on the 4 logits of shapes_cnn let
+    background windows reach the score's ceiling)."""
+    return min(3, max(1, int(math.floor(math.log10(max(d, 1)) + 1e-9))))
+
+
+def feature_dim(model: ModelHandle, feature: str) -> int:
+    """Dimension d of the output vectors: the classes for logits and probabilities, the classifier
+    layer's input for penultimate features."""
+    return _classifier_input(model).in_features if feature == "penultimate" else len(model.classes)
+
+
+PAPER = {"subspace_dim": 3, "feature": "logits"}
+"""The spec's reconstruction of the paper's settings (specs/osadas.md §3: k = 3 on the logits)."""
+LOUPE = {"subspace_dim": 0, "feature": "logits"}
+"""Loupe's default: k by output dimension (:func:`auto_subspace_dim`), so k = 3 at 1,000 logits and
+k = 1 on few-class models (README, "SAMP and OSA-DAS")."""
+
+
 @dataclass(frozen=True)
 class OsaDasParams(Params):
+    presets: ClassVar[dict] = {"loupe": LOUPE, "paper": PAPER}
+    preset: str = preset_choice()
     n_views: int = param(8, low=1, high=64, help="augmentation views per set (view 1 is the identity)")
-    subspace_dim: int = param(3, low=1, high=64, help="subspace dimension k; clipped to n_views, to half the output size and to the numerical rank")
+    subspace_dim: int = preset_param(
+        low=0, high=64, help="subspace dimension k; 0 = auto by output dimension d: min(3, max(1, ⌊log10 d⌋)) "
+        "(3 at 1,000 logits, 1 below 100); clipped to n_views and to half the output dimension")
     patch: int = param(0, low=0, high=4096, help="square occluder side in pixels; 0 = auto: max(2, round(side / 7)) (32 px at 224)")
     stride: int = param(0, low=0, high=4096, help="window step in pixels; 0 = auto: max(1, patch // 2)")
     occlusion: str = param("mean", choices=tuple(_FILLS), help="occluder: mean = the model's mean colour (zero after its normalisation), black, or blur = the blurred image")
-    feature: str = param("logits", choices=tuple(FEATURES), help="output vector spanning the subspaces: logits, softmax probabilities, or the classifier layer's input")
+    feature: str = preset_param(choices=tuple(FEATURES), help="output vector spanning the subspaces: logits, softmax probabilities, or the classifier layer's input")
     seed: int = param(0, low=0, high=2**31 - 1, help="seed of the augmentation parameters (the same views for every sample)")
     preselect: float = param(1.0, low=0.01, high=1.0, help="fraction of windows evaluated, chosen by one gradient pass (|∂ top logit/∂x| summed per window); 1 = all")
 
@@ -392,6 +419,15 @@ class OsaDas(Explainer[OsaDasParams]):
     )
     Params = OsaDasParams
 
+    def resolve(self, model: ModelHandle, params: OsaDasParams) -> OsaDasParams:
+        """Auto values replaced by the values used on ``model``: the window (``patch``, ``stride``)
+        from the image side, k from the output dimension, and k clipped to n_views and to half the
+        output dimension (:func:`subspaces`). A window that does not fit raises ValueError."""
+        patch, stride = _window(params, min(model.input_shape[-2:]))
+        d = feature_dim(model, params.feature)
+        k = min(params.subspace_dim or auto_subspace_dim(d), params.n_views, max(1, d // 2))
+        return replace(params, patch=patch, stride=stride, subspace_dim=k)
+
     def passes(self, model: ModelHandle, params: OsaDasParams) -> Passes:
         """N·(1 + P') forwards for P' evaluated windows, plus one forward + backward for the
         gradient pre-selection when ``preselect`` < 1 (module docstring, "Cost")."""
@@ -406,8 +442,9 @@ class OsaDas(Explainer[OsaDasParams]):
     def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: OsaDasParams,
                 background: torch.Tensor | None = None) -> Result:
         check_inputs(self.spec.id, model, x, target)
+        params = self.resolve(model, params)
         height, width = x.shape[-2:]
-        patch, stride = _window(params, min(height, width))
+        patch, stride = params.patch, params.stride
         grid = _Grid.build(height, width, patch, stride, x.device)
         table = sample_views(params.n_views, params.seed)
         views = Views.build(table, x, _mean_colour(model, x), model.value_range)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, cast
+from typing import Any, Callable, ClassVar, Iterator, cast
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch import nn
 
 from explainers import _influence as inf
 from explainers._common import hooked
-from explainers.base import Analysis, ParamError, Params, Prepared, Spec, param
+from explainers.base import Analysis, ParamError, Params, Prepared, Spec, param, preset_choice
 from explainers.batching import rows_per_pass
 from explainers.results.pathways import COLUMNS
 from model_registry.base import ModelHandle
@@ -85,8 +85,12 @@ def _parse_grid(text: str) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class PathwaysParams(Params):
-    """What to attack and how; every field is part of the stored result's key."""
+    """What to attack and how; every field is part of the stored result's key. Both presets are
+    Bluff's settings as the spec reconstructs them (specs/bluff.md), which no Loupe bench has found a
+    reason to change (README, "Presets")."""
 
+    presets: ClassVar[dict] = {"loupe": {}, "paper": {}}
+    preset: str = preset_choice()
     original: int = param(0, low=0, help="class index of the attacked (benign) images")
     target: int = param(1, low=0, help="class index the targeted attack pushes them to")
     attack: str = param("pgd_l2", choices=tuple(ATTACKS), help="ART attack, targeted, in [0, 1] pixel space")

@@ -15,7 +15,7 @@ import torch
 
 from data.base import Dataset
 from data.classes import ClassMap
-from explainers.base import ExplainError, Explainer, ParamError, Params, Passes, Result
+from explainers.base import Analysis, ExplainError, Explainer, ParamError, Params, Passes, Result
 from explainers.registry import get_explainer
 from model_registry.base import ModelHandle
 from store.keys import TARGET_RULES, digest
@@ -97,14 +97,27 @@ def _merge_extras(parts: list[tuple[int, dict]]) -> dict:
     return merged
 
 
-def _own_params(explainer: Explainer, params: Params | dict[str, Any] | None) -> Params:
-    """``params`` as the explainer's own Params: an instance of that class as it is, else validated
+def _own_params(method: Explainer | Analysis, params: Params | dict[str, Any] | None) -> Params:
+    """``params`` as the method's own Params: an instance of that class as it is, else validated
     from a dict (None: the defaults)."""
-    if isinstance(params, explainer.Params):
+    if isinstance(params, method.Params):
         return params
     if isinstance(params, Params):
-        raise ParamError(f"{explainer.spec.id} takes {explainer.Params.__name__}, not {type(params).__name__}")
-    return explainer.Params.from_dict(params)
+        raise ParamError(f"{method.spec.id} takes {method.Params.__name__}, not {type(params).__name__}")
+    return method.Params.from_dict(params)
+
+
+def resolved_params(method: Explainer | Analysis, model: ModelHandle, params: Params | dict[str, Any] | None) -> Params:
+    """``params`` validated, with the preset applied and every auto value replaced by the value used
+    on ``model`` (``method.resolve``): what runs, what the cache key covers and what is stored and
+    shown. A setting that cannot fit the model (e.g. a window larger than the image) is an
+    ExplainError."""
+    try:
+        return method.resolve(model, _own_params(method, params))
+    except ParamError:
+        raise
+    except ValueError as err:
+        raise ExplainError(str(err)) from None
 
 
 def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict | None = None,
@@ -114,13 +127,8 @@ def sample_passes(model: ModelHandle, explainer_id: str, params: Params | dict |
     from explainers.evaluation import curve_passes
 
     explainer = get_explainer(explainer_id)
-    p = _own_params(explainer, params)
     overhead = 1 + (curve_passes(model.input_shape) if with_metrics else 0)
-    try:
-        own = explainer.passes(model, p)
-    except ValueError as err:  # e.g. a window larger than the image: the same check explain() makes
-        raise ExplainError(str(err)) from None
-    return own + Passes.exact(overhead)
+    return explainer.passes(model, resolved_params(explainer, model, params)) + Passes.exact(overhead)
 
 
 def explain_samples(
@@ -148,7 +156,7 @@ def explain_samples(
     check_compatible(model, dataset)
     if batch_size < 1:
         raise ExplainError(f"batch_size must be ≥ 1, got {batch_size}")
-    p = _own_params(explainer, params)
+    p = resolved_params(explainer, model, params)
     ids = [int(i) for i in dataset.check_ids(sample_ids)]
     class_map = dataset.class_map_for(model.classes)
     if parse_target(target) == "label":

@@ -1,5 +1,6 @@
 """SAMP: Salient Manipulation Path attribution (Zhang, Zheng, Zhou, Lu, "Path Choice Matters for
-Clear Attribution in Path Methods", ICLR 2024, arXiv 2401.10442), SAMP++ by default.
+Clear Attribution in Path Methods", ICLR 2024, arXiv 2401.10442): SAMP++'s paths under both presets;
+``preset="paper"`` credits and combines them as published, the ``loupe`` default differently (below).
 
 Follows specs/samp.md §2, itself after the authors' 2023 benchmark code (zbr17/ExplainAttr,
 ``sam.py`` / ``sam_naive.py``). A path runs from ``start`` to ``end`` in steps; each step
@@ -15,15 +16,20 @@ Follows specs/samp.md §2, itself after the authors' 2023 benchmark code (zbr17/
 3. moves those pixels (all channels) to their end values; under the infinitesimal constraint (IC)
    the whole step is shrunk uniformly so that its l1 length is at most D / ``n_frag``, D being the
    path's l1 length ‖start − end‖₁ (0 = off);
-4. adds g ⊙ Δx, summed over channels, to each pixel's attribution (left Riemann sum).
+4. credits the step to its pixels (:func:`step_credit`, ``quadrature``): the paper adds g ⊙ Δx, summed
+   over channels (left Riemann sum, g averaged under MS); ``trapezoid`` uses the mean of the raw
+   gradients at both ends of the step; ``measured`` (the loupe default) adds to the trapezoid credit
+   the step's residual f(x_{k+1}) − f(x_k) − Σ credit, spread in proportion to |credit|, so every path
+   adds up exactly to its output change. The end gradient is the next step's, so neither costs a pass;
+   each path takes one gradient at its last point.
 
 The deletion path runs from x to the baseline (by default the input that is zero after the model's
 normalisation: ``ModelHandle.baseline_value()``, black when the model exposes no normaliser); the
 insertion path from blur(x) to x, with the deletion/insertion metric's blur
 (:func:`explainers.evaluation.blur`: Gaussian, zero padding in normalised space). The deletion map
 is negated, so each path map estimates f(x) − f(its baseline) per pixel; the two are combined by
-``reduction`` ("sum" as in the paper, or "norm": min-max each, then add). Maps are raw, not
-normalised for display.
+``reduction`` ("sum" as in the paper; "norm": min-max each, then add, the authors' alternative and the
+loupe default; "l1": divide each by its l1 norm, then add). Maps are raw, not normalised for display.
 
 Batching: the rows of both paths for all images form one 2B batch that advances step by step;
 rows whose path is finished leave the batch. Rows are independent (the target logits are summed
@@ -36,18 +42,25 @@ ceil(H·W / pixels_per_step) + 5 steps (spec §5.8).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from explainers._common import BASELINES, check_inputs, reference_input
-from explainers.base import Explainer, ParamError, Params, Passes, Result, Spec, param
+from explainers.base import Explainer, ParamError, Params, Passes, Result, Spec, param, preset_choice, preset_param
 from explainers.evaluation import blur
 from model_registry.base import ModelHandle
 
 PATHS = ("both", "deletion", "insertion")
-REDUCTIONS = ("sum", "norm")
+REDUCTIONS = ("sum", "norm", "l1")
+REDUCTION_HELP = ("combine the two path maps: sum (the paper's SAMP++), norm (the authors' alternative: min-max "
+                  "normalise each, then add) or l1 (divide each by its l1 norm, then add)")
+QUADRATURES = ("left", "trapezoid", "measured")
+QUADRATURE_HELP = ("credit of each step: left = the (averaged) gradient at its start × its displacement (the paper); "
+                   "trapezoid = the mean of the raw gradients at both ends × displacement; measured = the trapezoid "
+                   "credit corrected so that each step adds up to its measured output change (exact completeness)")
 RTOL, ATOL = 1e-5, 1e-8  # torch.isclose defaults, as the authors' stopping test (spec §5.8)
 GUARD_SLACK = 5
 
@@ -67,22 +80,36 @@ def auto_pixels_per_step(n_pixels: int) -> int:
     return min(n_pixels, round(_SMALL_STEP * (n_pixels / _SMALL_PIXELS) ** _EXPONENT))
 
 
+PAPER = {"n_frag": 50, "momentum": 0.5, "reduction": "sum", "quadrature": "left"}
+"""SAMP++ as in the authors' 2023 code (spec §2): IC with n_frag 50, MS with 0.5, the two path maps
+summed, left Riemann credit."""
+LOUPE = {"n_frag": 50, "momentum": 0.5, "reduction": "norm", "quadrature": "measured"}
+"""Loupe's default: the same paths (IC + MS), each step credited with its measured output change
+(so each path's map adds up to f(end) − f(start)), the two maps min-max normalised before adding
+(the authors' alternative reduction), because under "sum" the deletion path's overshooting map
+outweighs the insertion path's and the map loses the insertion AUC to Integrated Gradients
+(README, "SAMP and OSA-DAS")."""
+
+
 @dataclass(frozen=True)
 class SampParams(Params):
+    presets: ClassVar[dict] = {"loupe": LOUPE, "paper": PAPER}
+    preset: str = preset_choice()
     pixels_per_step: int = param(
         0, low=0, high=2**24,
         help="pixels moved per step; 0 = auto by image size (10 up to 32×32, 3584 at 224×224, a power law between)",
     )
-    n_frag: int = param(
-        50, low=0, high=100_000,
+    n_frag: int = preset_param(
+        low=0, high=100_000,
         help="infinitesimal constraint (IC): each step's l1 length is at most 1/n_frag of the path's; 0 = off",
     )
-    momentum: float = param(
-        0.5, low=0.0, high=0.99,
+    momentum: float = preset_param(
+        low=0.0, high=0.99,
         help="momentum strategy (MS): weight of the previous gradient average in the moving average; 0 = off",
     )
     paths: str = param("both", choices=PATHS, help="deletion (x → baseline), insertion (blur(x) → x), or both")
-    reduction: str = param("sum", choices=REDUCTIONS, help="combine the two path maps: sum, or min-max normalise each then add")
+    reduction: str = preset_param(choices=REDUCTIONS, help=REDUCTION_HELP)
+    quadrature: str = preset_param(choices=QUADRATURES, help=QUADRATURE_HELP)
     blur_kernel: int = param(11, low=1, high=255, help="odd Gaussian kernel length of the insertion start blur(x) (paper: 11 at 28–32 px, 31 at 224 px)")
     blur_sigma: float = param(5.0, low=0.01, high=100.0, help="standard deviation of the blur, in pixels")
     baseline: str = param(
@@ -129,6 +156,47 @@ def _top_k(score: torch.Tensor, k: int) -> torch.Tensor:
     return above | (tied & (tied.cumsum(dim=1) <= room))
 
 
+@dataclass
+class _Step:
+    """The last step of each path still running, credited once the gradient at its end is known."""
+
+    left: torch.Tensor
+    """R×H×W Σ_c ḡ_k·Δx_k with ḡ the (averaged, under MS) gradient that chose the step: the paper's credit."""
+    delta: torch.Tensor | None
+    """R×C×H×W displacement Δx_k = x_{k+1} − x_k (trapezoid and measured rules only)."""
+    grad: torch.Tensor | None
+    """R×C×H×W raw gradient g_k at x_k (trapezoid and measured rules only)."""
+    logit: torch.Tensor
+    """R target logit f(x_k)."""
+
+
+def step_credit(rule: str, step: _Step, grad: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+    """Per-pixel credit (R×H×W) of one step x_k → x_{k+1}, given g_{k+1} = ``grad`` and f(x_{k+1}) =
+    ``logit`` at its end:
+
+    * ``left``: Σ_c ḡ_k·Δx_k, the left Riemann sum of the authors' code (spec §2);
+    * ``trapezoid``: Σ_c ½(g_k + g_{k+1})·Δx_k, the trapezoid rule on the raw gradients of the same
+      straight segment (its second gradient is the next step's, so it costs no pass);
+    * ``measured``: the trapezoid credit w plus the step's residual r = f(x_{k+1}) − f(x_k) − Σ w,
+      spread over the pixels in proportion to |w| (to |Δx| where w is all zero), so that each step,
+      and hence each path, adds up exactly to its measured output change (spec §2, "Completeness":
+      the exact-completeness option)."""
+    if rule == "left":
+        return step.left
+    if step.grad is None or step.delta is None:
+        raise ValueError(f"the {rule!r} quadrature needs each step's raw gradient and displacement")
+    w = 0.5 * ((step.grad + grad) * step.delta).sum(dim=1)
+    if rule == "trapezoid":
+        return w
+    residual = (logit - step.logit) - w.flatten(1).sum(dim=1)
+    weight = w.abs()
+    total = weight.flatten(1).sum(dim=1)
+    moved = step.delta.abs().sum(dim=1)
+    weight = torch.where((total > 0)[:, None, None], weight, moved)
+    total = weight.flatten(1).sum(dim=1)
+    return w + (residual / total.clamp_min(torch.finfo(w.dtype).tiny))[:, None, None] * weight
+
+
 def manipulation_paths(
     module: torch.nn.Module,
     start: torch.Tensor,
@@ -138,17 +206,21 @@ def manipulation_paths(
     pixels_per_step: int,
     n_frag: int,
     momentum: float,
+    quadrature: str = "left",
 ) -> PathRun:
     """Run R greedy manipulation paths (spec §2 pseudocode ``SAMP_PATH``) together as one batch.
 
     ``start``/``end`` are R×C×H×W, ``target`` R class indices, ``ascending`` R booleans: True picks
-    the largest proj (insertion), False the smallest (deletion). Finished rows leave the batch."""
+    the largest proj (insertion), False the smallest (deletion). Each step is credited by
+    :func:`step_credit` under ``quadrature`` once the gradient at its end is known, so every path
+    also takes one gradient at its last point (which gives f(end)). Finished rows leave the batch."""
     n_rows, _, height, width = start.shape
     guard = n_frag + math.ceil(height * width / pixels_per_step) + GUARD_SLACK
     device = start.device
     maps = torch.zeros(n_rows, height, width, device=device, dtype=start.dtype)
     logits = torch.full((n_rows, guard + 1), float("nan"), device=device, dtype=start.dtype)
     steps = torch.full((n_rows,), guard, device=device, dtype=torch.long)
+    keep_raw = quadrature != "left"
 
     # The state is the remaining displacement gap = end − x. A step multiplies each pixel's gap (all
     # channels) by one factor f ∈ [0, 1]: 0 where the pixel finishes, 1 − scale where IC shrinks the
@@ -156,7 +228,7 @@ def manipulation_paths(
     # max_c |gap| / (ATOL + RTOL·|end|) (active while > 1, torch.isclose's test) scale by the same f,
     # and only gap itself is updated at full C×H×W size; a pixel that turns inactive is snapped (f = 0).
     rows = torch.arange(n_rows, device=device)
-    gap, acc, avg = end - start, torch.zeros_like(maps), None
+    gap, acc, avg, last = end - start, torch.zeros_like(maps), None, None
     magnitude = gap.abs()
     size = magnitude.sum(dim=1).flatten(1)
     ratio = (magnitude / (ATOL + RTOL * end.abs())).amax(dim=1).flatten(1)
@@ -164,31 +236,37 @@ def manipulation_paths(
     cap = size.sum(dim=1) / n_frag if n_frag else torch.full((n_rows,), float("inf"), device=device, dtype=start.dtype)
     active = ratio > 1
     for step in range(guard + 1):
+        g, logit = _grad(module, end - gap, target)
+        logits[rows, step] = logit
+        if last is not None:
+            acc += step_credit(quadrature, last, g, logit)
         done = ~active.any(dim=1) if step < guard else torch.ones_like(rows, dtype=torch.bool)
         if done.any():
             maps[rows[done]] = acc[done]
             steps[rows[done]] = step
             keep = ~done
-            rows, gap, size, ratio, end, target, sign, cap, acc, active = (
-                t[keep] for t in (rows, gap, size, ratio, end, target, sign, cap, acc, active)
+            rows, gap, size, ratio, end, target, sign, cap, acc, active, g, logit = (
+                t[keep] for t in (rows, gap, size, ratio, end, target, sign, cap, acc, active, g, logit)
             )
             avg = None if avg is None else avg[keep]
             if not len(rows):
                 break
-        g, logit = _grad(module, end - gap, target)
-        logits[rows, step] = logit
         avg = g if avg is None or not momentum else avg.lerp_(g, 1 - momentum)
         proj = (avg * gap).sum(dim=1).flatten(1)
         chosen = _top_k(torch.where(active, sign * proj, -math.inf), pixels_per_step) & active
         # IC: shrink the step so that its l1 length Σ_chosen Σ_c |gap| is at most cap.
         scale = (cap / (size * chosen).sum(dim=1)).clamp(max=1.0)
         moved = chosen * scale[:, None]  # fraction of each pixel's gap covered by this step
-        acc += (proj * moved).reshape(acc.shape)  # Σ_c g·Δx = proj · fraction moved
         factor = 1 - moved
         active = ratio * factor > 1
         factor = factor * active
         size, ratio = size * factor, ratio * factor
-        gap = gap * factor.reshape(len(rows), 1, height, width)
+        remaining = gap * factor.reshape(len(rows), 1, height, width)
+        # Σ_c g·Δx = proj · fraction moved (the snap of a finishing pixel's last ≤ isclose-tolerance
+        # sliver is not credited by the left rule, as in the authors' code)
+        last = _Step(left=(proj * moved).reshape(acc.shape), delta=gap - remaining if keep_raw else None,
+                     grad=g if keep_raw else None, logit=logit)
+        gap = remaining
     return PathRun(maps=maps, logits=logits, steps=steps)
 
 
@@ -200,9 +278,15 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
     return (maps - low[:, None, None]) / span[:, None, None]
 
 
+def _unit_l1(maps: torch.Tensor) -> torch.Tensor:
+    """Each map divided by its l1 norm (an all-zero map stays zero)."""
+    return maps / maps.abs().flatten(1).sum(dim=1).clamp(min=torch.finfo(maps.dtype).tiny)[:, None, None]
+
+
 _REDUCE = {
     "sum": lambda a, b: a + b,
     "norm": lambda a, b: _minmax(a) + _minmax(b),
+    "l1": lambda a, b: _unit_l1(a) + _unit_l1(b),
 }
 _PATH_NAMES = {"both": ("deletion", "insertion"), "deletion": ("deletion",), "insertion": ("insertion",)}
 
@@ -232,44 +316,53 @@ class Samp(Explainer[SampParams]):
         modalities=("image",),
         needs_gradients=True,
         description="Path attribution along greedy deletion and insertion paths that move the most salient "
-        "pixels first, with the infinitesimal constraint and momentum (SAMP++).",
+        "pixels first, with the infinitesimal constraint and momentum (SAMP++). The loupe preset credits each "
+        "step with its measured output change and min-max normalises the two path maps; paper is SAMP++ as "
+        "published.",
     )
     Params = SampParams
 
-    def passes(self, model: ModelHandle, params: SampParams) -> Passes:
-        """Per path, one forward + backward per step and one forward of f(end). Steps depend on the
-        data: with m = ceil(P / pixels_per_step) for P ≤ H·W active pixels, m steps without IC
-        (at most ceil(H·W / pixels_per_step)), between n_frag and n_frag + m with IC (spec §4)."""
+    def resolve(self, model: ModelHandle, params: SampParams) -> SampParams:
+        """``pixels_per_step`` 0 replaced by :func:`auto_pixels_per_step` of the model's image size."""
+        if params.pixels_per_step or len(model.input_shape) != 3:
+            return params
         height, width = model.input_shape[-2:]
-        pixels = params.pixels_per_step or auto_pixels_per_step(height * width)
+        return replace(params, pixels_per_step=auto_pixels_per_step(height * width))
+
+    def passes(self, model: ModelHandle, params: SampParams) -> Passes:
+        """Per path, one forward + backward per step and one more at its end (the gradient that
+        closes the last step, which also gives f(end)). Steps depend on the data: with
+        m = ceil(P / pixels_per_step) for P ≤ H·W active pixels, m steps without IC (at most
+        ceil(H·W / pixels_per_step)), between n_frag and n_frag + m with IC (spec §4)."""
+        height, width = model.input_shape[-2:]
+        pixels = self.resolve(model, params).pixels_per_step
         most = math.ceil(height * width / pixels)
         low, high = (params.n_frag, params.n_frag + most) if params.n_frag else (1, most)
         n_paths = len(_PATH_NAMES[params.paths])
-        return Passes((n_paths * (low + 1), n_paths * (high + 1)), (n_paths * low, n_paths * high))
+        return Passes((n_paths * (low + 1), n_paths * (high + 1)), (n_paths * (low + 1), n_paths * (high + 1)))
 
     def explain(self, model: ModelHandle, x: torch.Tensor, target: torch.Tensor, params: SampParams,
                 background: torch.Tensor | None = None) -> Result:
         target = check_inputs(self.spec.id, model, x, target)
         if x.dim() != 4:
             raise ValueError(f"samp: model {model.id!r} takes inputs of shape {tuple(x.shape[1:])}; SAMP needs C×H×W images")
+        params = self.resolve(model, params)
         ends = _endpoints(model, x, params, background)
         names = list(ends)
         start = torch.cat([ends[n][0] for n in names])
         end = torch.cat([ends[n][1] for n in names])
         ascending = torch.tensor([n == "insertion" for n in names], device=x.device).repeat_interleave(len(x))
-        pixels = params.pixels_per_step or auto_pixels_per_step(x.shape[-2] * x.shape[-1])
         run = manipulation_paths(
-            model.module, start, end, target.repeat(len(names)), ascending, pixels, params.n_frag, params.momentum
+            model.module, start, end, target.repeat(len(names)), ascending, params.pixels_per_step, params.n_frag,
+            params.momentum, params.quadrature,
         )
-        with torch.inference_mode():
-            f_end = model.module(end).gather(1, target.repeat(len(names))[:, None])[:, 0].to(run.logits.dtype)
-        run.logits[torch.arange(len(end), device=x.device), run.steps] = f_end
-        f_start = torch.where(run.steps > 0, run.logits[:, 0], f_end)
+        rows = torch.arange(len(end), device=x.device)
+        f_start, f_end = run.logits[:, 0], run.logits[rows, run.steps]
         sign = torch.where(ascending, 1.0, -1.0).to(run.maps.dtype)  # deletion maps estimate f(x) − f(baseline)
         maps = (run.maps * sign[:, None, None]).split(len(x))
         change = ((f_end - f_start) * sign).split(len(x))
         combined = maps[0] if len(maps) == 1 else _REDUCE[params.reduction](*maps)
-        extras: dict[str, object] = {"pixels_per_step": pixels}
+        extras: dict[str, object] = {"pixels_per_step": params.pixels_per_step}
         for i, name in enumerate(names):
             extras.update(_path_extras(name, maps[i], change[i], run.logits.split(len(x))[i], run.steps.split(len(x))[i]))
         return Result(combined.detach().float().cpu().numpy(), extras=extras)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from explainers.metric_info import MetricInfo
     from explainers.results.pathways import PathwaysResult
     from explainers.results.rules import RulesResult
+    from explainers.results.sanity import SanityResult
     from explainers.runner import Progress
     from store.artifacts import Artifact
     from worker.batch import Estimate, Request
@@ -46,8 +47,8 @@ __all__ = [
     "ParamError", "RegistrationError", "Result", "UnknownExplainer", "add_entry", "analysis", "artifact", "attacks",
     "base_url", "dataset", "datasets", "estimate", "explain", "explain_batch", "explainers", "export", "kind_of",
     "link", "main", "manifest_path", "max_upload_bytes", "model", "models", "parse_samples", "pathways",
-    "pathways_result", "predict", "request", "result_rows", "rules", "rules_result", "run", "runs", "sanity_check", "save_upload",
-    "stored", "user_errors",
+    "pathways_result", "predict", "request", "resolved_params", "result_rows", "rules", "rules_result", "run", "runs",
+    "sanity", "sanity_check", "sanity_result", "save_upload", "stored", "user_errors",
 ]
 
 
@@ -262,6 +263,47 @@ def sanity_check(model: str, dataset: str, samples: str | Sequence[int] | int | 
     from worker.batch import sanity_check as run_check
 
     return run_check(request(model, dataset, samples, explainer, params, target), seed)
+
+
+def resolved_params(model: str, explainer: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters an explainer or analysis would run with on ``model``: ``params`` validated,
+    the preset applied (``preset``: "loupe" by default, or "paper"; a value set in ``params`` wins)
+    and every auto value (e.g. a 0 meaning "by image size") replaced by the value used. This is what
+    the store keys and shows; forms display it."""
+    from explainers.runner import resolved_params as resolve
+
+    method: Explainer[Any] | Analysis[Any] = all_analyses().get(explainer) or get_explainer(explainer)
+    return resolve(method, _model(model), params).to_dict()
+
+
+def sanity(model: str, dataset: str, samples: str | Sequence[int] | int | None, explainer: str,
+           params: dict[str, Any] | None = None, target: str | int = "predicted", seed: int = 0,
+           threshold: float = 0.7, compute: bool = True) -> SanityResult | None:
+    """Cascading model-randomisation sanity check (Adebayo et al., NeurIPS 2018; ``sanity_check``)
+    of ``explainer`` (with ``params``) on ``samples``: the model's layers are randomised from the
+    output down and the samples re-explained at every stage. Cached like every analysis; returns an
+    ``explainers.results.sanity.SanityResult`` with per-layer Spearman of |map| (and SSIM for
+    images), the maps, a pass/fail ``verdict``, ``key``, ``link`` and ``cached``; with
+    ``compute=False``, None when this check is not stored yet (nothing runs)."""
+    from explainers.results.sanity import SanityResult
+    from explainers.sanity import request as sanity_request
+    from worker.analyses import run_analysis, stored_analysis
+
+    ids = parse_samples(samples, len(_dataset(dataset)))
+    if not ids:
+        raise DatasetError(f"the sample selection {samples!r} is empty")
+    chosen = sanity_request(explainer, params, ids, target, seed, threshold)
+    if not compute:
+        found = stored_analysis("sanity_check", _model(model), _dataset(dataset), chosen)
+        return None if found is None else SanityResult(found)
+    return SanityResult(run_analysis("sanity_check", _model(model), _dataset(dataset), chosen))
+
+
+def sanity_result(key: str) -> SanityResult:
+    """The stored sanity check behind a share link (``?run=<key>``)."""
+    from explainers.results.sanity import SanityResult
+
+    return SanityResult.from_artifact(artifact(key))
 
 
 def analysis(analysis_id: str, model: str, dataset: str, params: dict[str, Any] | None = None) -> Artifact:

@@ -37,13 +37,16 @@ _LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class BatchSpec:
-    """What a batch explains: ``explainers`` maps explainer id -> params (non-default values)."""
+    """What a batch explains: ``explainers`` maps explainer id -> params (non-default values);
+    with ``sanity``, each explainer's sanity check (explainers/sanity.py) runs on the same samples
+    after its explanations, and the export carries its columns."""
 
     model: str
     dataset: str
     samples: str
     explainers: dict[str, dict[str, Any]]
     target: str = "predicted"
+    sanity: bool = False
 
     @property
     def id(self) -> str:
@@ -156,6 +159,8 @@ def _run(record: BatchRecord, requests: list[Any], cancel: threading.Event, lock
                 _write(replace(record, done=base + done, run_keys=tuple(keys)))
 
             keys.append(explain_cached(req, progress=progress, cancel=cancel).key)  # type: ignore[arg-type]
+            if record.spec.sanity:
+                _sanity(req)
             offset += len(req.sample_ids)
         _write(replace(record, status="done", done=record.total, run_keys=tuple(keys)))
     except BatchCancelled:
@@ -164,6 +169,15 @@ def _run(record: BatchRecord, requests: list[Any], cancel: threading.Event, lock
         _write(replace(record, status="failed", run_keys=tuple(keys), error=f"{type(err).__name__}: {err}"))
     finally:
         lock.close()
+
+
+def _sanity(req: Any) -> None:
+    """The stored sanity check of one request's explainer, params, samples and target."""
+    from explainers.sanity import request
+    from worker.analyses import run_analysis
+
+    run_analysis("sanity_check", req.model, req.dataset,
+                 request(req.explainer_id, req.params, list(req.sample_ids), req.target))
 
 
 def start(spec: BatchSpec) -> BatchRecord:

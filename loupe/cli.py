@@ -115,6 +115,23 @@ def _cmd_pathways(args: argparse.Namespace) -> None:
     print(f"\nlink: {res.link}")
 
 
+def _cmd_sanity(args: argparse.Namespace) -> None:
+    res = loupe.sanity(args.model, args.dataset, args.samples, args.explainer, _parse_sets(args.set),
+                       target=args.target, seed=args.seed, threshold=args.threshold)
+    assert res is not None  # compute=True always returns a result
+    medians = res.medians()
+    rows = [{"randomised down to": layer, **{f"median {name}": round(float(v[s]), 3) for name, v in medians.items()}}
+            for s, layer in enumerate(res.layers)]
+    if args.json:
+        print(json.dumps({"key": res.key, "link": res.link, "cached": res.cached, "explainer": res.explainer,
+                          "params": res.explainer_params, "verdict": res.verdict, "verdict_text": res.verdict_text,
+                          "stages": rows, "samples": res.sample_rows()}, indent=2))
+        return
+    _print_table(rows, False)
+    print(f"\n{res.verdict.upper()} {res.explainer}. {res.verdict_text}.\n"
+          f"({'from the cache' if res.cached else 'computed'}) link: {res.link}")
+
+
 def _cmd_link(args: argparse.Namespace) -> None:
     print(loupe.link(args.run))
 
@@ -178,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="steps, correct_only, top_k …")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_pathways)
+    p = sub.add_parser("sanity", help="cascading model-randomisation sanity check of an explainer (cached; on the cluster)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--samples", default="0:8", help="'all', 'a:b[:step]' or '1,4,7' (default 0:8)")
+    p.add_argument("--explainer", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="explainer parameter")
+    p.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--threshold", type=float, default=0.7, help="fail at a median Spearman ≥ this (default 0.7)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_sanity)
     p = sub.add_parser("link", help="print the share link of a stored run")
     p.add_argument("--run", metavar="KEY", required=True)
     p.set_defaults(func=_cmd_link)

@@ -27,9 +27,11 @@ chosen = st.multiselect("Explainers", list(available), key="bt-explainers",
 params: dict[str, dict] = {}
 for explainer_id in chosen:
     with st.expander(f"{available[explainer_id]['title']} parameters"):
-        params[explainer_id] = ui.params_form(available[explainer_id], f"bt-p-{explainer_id}", {})
+        params[explainer_id] = ui.params_form(available[explainer_id], f"bt-p-{explainer_id}", {}, model_id)
+sanity = st.toggle("Also run each explainer's sanity check (model randomisation; its columns join the export)",
+                   key="bt-sanity")
 if st.button("Start", type="primary", key="bt-start"):
-    spec = background.BatchSpec(model_id, dataset_id, samples, params)
+    spec = background.BatchSpec(model_id, dataset_id, samples, params, sanity=sanity)
     try:
         record = background.start(spec)
         st.session_state["bt-watch"] = record.id

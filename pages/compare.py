@@ -7,6 +7,7 @@ import streamlit as st
 
 import loupe
 from views import st_layout as ui
+from views import st_sanity
 from views.access import require_access
 from views.compare import (agreement_figure, agreement_matrix, disagreement, disputed_samples, metric_figure,
                            metric_table)
@@ -148,3 +149,8 @@ for m in chosen_models:
         f"mean {label}": st.column_config.NumberColumn(f"mean {label}", format="%.2f",
                                                         help=loupe.metric_info(measure).tooltip),
         "least agreeing pair": st.column_config.TextColumn("least agreeing pair", width="large")})
+
+# -- sanity check of the compared explainers (cascading model randomisation; issue #17) ---------------
+st.divider()
+sanity_model = st.selectbox("Model for the sanity check", chosen_models, key="cmp-sanity-model")
+st_sanity.section(sanity_model, dataset_id, samples, {e: {} for e in chosen}, "predicted", key="cmp-sanity")

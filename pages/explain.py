@@ -7,6 +7,7 @@ import streamlit as st
 
 import loupe
 from views import st_layout as ui
+from views import st_sanity
 from views.access import require_access
 from views.explain import TARGETS, GalleryFilter, Selection, SelectionError, caption, gallery_page
 
@@ -58,9 +59,9 @@ if "run" in st.query_params:
     if st.session_state.get("shared-edit") != opened.key:
         shared_result(opened)
         st.stop()
-    defaults = {f["name"]: f["default"] for e in ui.listings()[2] if e["id"] == opened.provenance["explainer_id"]
-                for f in e["params"]}
-    selection = Selection.from_run(opened.provenance, defaults)
+    stored_preset = opened.provenance["params"].get("preset")
+    defaults = ui.resolved_params(opened.provenance["model_id"], opened.provenance["explainer_id"], stored_preset)
+    selection = Selection.from_run(opened.provenance, {**defaults, "preset": "loupe"} if stored_preset else defaults)
     for key in [k for k in st.session_state if str(k).startswith("ex-")]:
         del st.session_state[key]
 else:
@@ -166,10 +167,11 @@ for explainer_id in chosen:
     with st.expander(f"{available[explainer_id]['title']} parameters"):
         st.caption(available[explainer_id]["description"])
         params[explainer_id] = ui.params_form(available[explainer_id], f"ex-p-{explainer_id}",
-                                              selection.params.get(explainer_id, {}))
+                                              selection.params.get(explainer_id, {}), model["id"])
 
 current = Selection(model["id"], dataset_id, tuple(chosen_ids), tuple(chosen), params, target)
-st.query_params.from_dict(current.to_query({e: available[e]["params"] for e in chosen}))
+st.query_params.from_dict(current.to_query({e: ui.form_schema(available[e], model["id"], params[e].get("preset"))
+                                            for e in chosen}))
 
 if not chosen_ids or not chosen:
     st.info("Select samples in the gallery and at least one explainer.")
@@ -237,3 +239,7 @@ for i, sample_id in enumerate(chosen_ids[:SHOWN]):
                             details=details, interactive=interactive)
 if len(chosen_ids) > SHOWN:
     st.caption(f"Showing {SHOWN} of {len(chosen_ids)} samples; the CSV downloads have them all.")
+
+# -- sanity check of the shown explainers (cascading model randomisation; issue #17) -------------------
+st.divider()
+st_sanity.section(model["id"], dataset_id, chosen_ids, {e: params[e] for e in ready}, target, key="ex-sanity")

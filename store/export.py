@@ -18,6 +18,13 @@ attributed units:
 "Top" means the largest signed values (the strongest evidence *for* the target), ties broken by
 the lower index, NaN ranked last; a map with fewer than k units leaves the later columns empty.
 
+Stored analyses that check runs add their own columns (:data:`ANNOTATING_KINDS`; today the sanity
+check: ``sanity_verdict``, ``sanity_spearman_judged``, ``sanity_spearman_all_random``,
+``sanity_ssim_judged``, ``sanity_link``). Such an artifact's ``info["annotates"]`` names the
+explainer, its params, the columns and, per sample id, the target class and the values; a row gets
+them when model, weights, dataset, explainer, params, sample and target all match (the newest
+artifact wins), else they stay empty.
+
 The maps .npz holds one array per row, named ``<run_key>_<sample_id>`` (the same map under every
 run that contains it). It is written entry by entry, so memory stays bounded by one chunk of maps.
 """
@@ -38,6 +45,8 @@ from store.links import run_link
 from store.runs import Store
 
 DEFAULT_K = 5
+ANNOTATING_KINDS = ("sanity",)
+"""Artifact kinds whose ``info["annotates"]`` adds columns to the export rows of the runs they checked."""
 _CHUNK = 1024
 _BASE_COLUMNS = ("run_key", "link", "model", "dataset", "sample_id", "label", "label_name", "target", "target_name",
                  "prediction", "prediction_name", "confidence", "explainer", "params")
@@ -134,6 +143,33 @@ def _metric_frame(metrics_json: Sequence[str]) -> pd.DataFrame:
     return frame.rename(columns={c: f"metric_{c}" for c in frame.columns if c in _BASE_COLUMNS})
 
 
+def _annotations(store: Store, rows: pd.DataFrame) -> pd.DataFrame:
+    """The columns of :data:`ANNOTATING_KINDS` artifacts for ``rows`` (module docstring); a column
+    exists only when some row matches. ``rows`` has a RangeIndex (positions)."""
+    found: dict[str, list[Any]] = {}
+    for kind in ANNOTATING_KINDS:
+        for (model, weights, dataset), group in rows.groupby(["model", "weights_hash", "dataset"], sort=False):
+            metas = [m for m in store.list_artifacts(kind, model, dataset, limit=10_000) if m["weights_hash"] == weights]
+            for meta in metas:
+                artifact = store.get_artifact(meta["key"])
+                note = artifact.info.get("annotates")
+                if not note:
+                    continue
+                names = [*note["columns"], f"{kind}_link"]
+                link = run_link(artifact.key, kind=kind)
+                for position, row in zip(group.index, group.itertuples()):
+                    entry = note["samples"].get(str(row.sample_id))
+                    if (entry is None or row.explainer != note["explainer"] or entry["target"] != row.target
+                            or json.loads(row.params) != note["params"]):
+                        continue
+                    for name in names:
+                        found.setdefault(name, [None] * len(rows))
+                    if found[names[-1]][position] is None:  # the newest matching artifact wins
+                        for name, value in zip(names, [*entry["values"], link]):
+                            found[name][position] = value
+    return pd.DataFrame(found, index=pd.RangeIndex(len(rows)))
+
+
 def _class_names(rows: pd.DataFrame, column: str, classes: Mapping[str, Sequence[str]]) -> pd.Series:
     """The class name of each row's ``column`` index, looked up in ``classes`` by the row's model
     id; empty where the model has no names or the index is out of range (-1: unmapped label)."""
@@ -171,7 +207,8 @@ def export(
     base = rows.reindex(columns=list(_BASE_COLUMNS))
     base = base.astype({c: "Int64" for c in _INT_COLUMNS})
     frame = pd.concat(
-        [base.reset_index(drop=True), _metric_frame(rows["metrics"].tolist()), pd.DataFrame(top)], axis=1
+        [base.reset_index(drop=True), _metric_frame(rows["metrics"].tolist()), pd.DataFrame(top),
+         _annotations(store, rows)], axis=1
     )
     if csv is not None:
         frame.to_csv(csv, index=False)

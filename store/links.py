@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 from store.keys import check_key
 
 DEFAULT_BASE_URL = "http://localhost:8501"
-PAGE_OF_KIND = {"attribution": "explain", "embedding": "embeddings", "rules": "rules", "pathways": "pathways"}
+PAGE_OF_KIND = {"attribution": "explain", "embedding": "embeddings", "rules": "rules", "pathways": "pathways",
+                "sanity": "sanity"}
 """Result kind -> the URL path of the app page that shows a stored result of that kind."""
 
 

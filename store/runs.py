@@ -377,7 +377,7 @@ class Store:
         self, run: str | None = None, model: str | None = None, dataset: str | None = None,
         explainer: str | None = None,
     ) -> Any:
-        """One pandas row per (run, position): run key, model, dataset, sample id, label, target,
+        """One pandas row per (run, position): run key, model, its weights hash, dataset, sample id, label, target,
         prediction, confidence, explainer, params JSON, metrics JSON, map path (relative to
         :attr:`root`); for one run (``run``) or all runs matching ``model``/``dataset``/``explainer``.
         Ordered by run creation, then position."""
@@ -386,7 +386,7 @@ class Store:
         else:
             where, args = _where({"model": model, "dataset": dataset, "explainer": explainer}, "r")
         sql = (
-            "SELECT r.key AS run_key, r.model_id AS model, r.dataset_id AS dataset, i.sample_id, i.label, i.target, "
+            "SELECT r.key AS run_key, r.model_id AS model, r.weights_hash, r.dataset_id AS dataset, i.sample_id, i.label, i.target, "
             "i.prediction, i.confidence, r.explainer_id AS explainer, r.params, i.metrics, i.map_path "
             "FROM runs r JOIN run_items ri ON ri.run_key = r.key JOIN items i ON i.item_key = ri.item_key"
             f"{where} ORDER BY r.created, r.key, ri.position"

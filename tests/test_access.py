@@ -119,7 +119,7 @@ PAGES = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
 
 def test_every_page_file_is_routed_by_app_py() -> None:
     routed = re.findall(r'st\.Page\("pages/(\w+\.py)"', (ROOT / "app.py").read_text())
-    assert sorted(routed) == PAGES and len(PAGES) == 8
+    assert sorted(routed) == PAGES and len(PAGES) == 9
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -578,3 +578,37 @@ def test_past_batches_table_keeps_pace_with_the_progress_bar(app_url, browser):
     assert (32, 32) in observed, observed  # the table reached the end with the bar
     _shot(page, "batch_progress")
     page.context.close()
+
+
+@pytest.mark.slow
+def test_sanity_check_runs_from_explain_with_clicks_and_its_link_reopens_it(app_url, browser):
+    """Issue #17: below a stored Explain result, one click runs the cascading randomisation check of the
+    shown explainer; the verdict and figure show, and the permanent link opens the stored check on the
+    Sanity page without computing it again."""
+    loupe.explain("shapes_cnn", "shapes", [610, 611], "integrated_gradients", {"n_steps": 8})
+    page = _new_page(browser, 900)
+    page.goto(f"{app_url}/explain?model=shapes_cnn&dataset=shapes&samples=610,611&explainers=integrated_gradients"
+              "&integrated_gradients.n_steps=8")
+    page.locator(MAPS).first.wait_for(timeout=120_000)
+    _idle(page)
+    button = page.get_by_role("button", name="Run the sanity check of integrated_gradients")
+    button.scroll_into_view_if_needed()
+    button.click()
+    _wait_text(page, "Similarity per stage", timeout=180_000)
+    _idle(page)
+    verdict = page.get_by_text(re.compile(r"^(PASS|FAIL|INCONCLUSIVE)")).first.inner_text()
+    link = page.locator('a[href*="/sanity?run="]').first  # the permanent link
+    key = re.search(r"run=([0-9a-f]{64})", link.get_attribute("href"))[1]
+    stored = loupe.sanity_result(key)
+    assert verdict.startswith(stored.verdict.upper()) and stored.sample_ids == [610, 611]
+    assert stored.explainer_params["n_steps"] == 8 and stored.explainer_params["baseline"] == "normalized_zero"
+    assert page.locator(".js-plotly-plot").count() >= 1  # the similarity-per-layer chart
+    assert page.get_by_role("button", name=re.compile("Run the sanity check")).count() == 0  # stored now
+    _shot(page, "explain_sanity")
+    page.goto(link.get_attribute("href"))  # the server's links name its own address (LOUPE_BASE_URL)
+    _wait_text(page, "Stored result: integrated_gradients on shapes_cnn / shapes")
+    _idle(page)
+    assert page.get_by_text(re.compile(r"^(PASS|FAIL|INCONCLUSIVE)")).first.inner_text().startswith(stored.verdict.upper())
+    assert page.get_by_role("button", name=re.compile("Run the sanity check")).count() == 0
+    _shot(page, "sanity_link")
+    page.context.close()

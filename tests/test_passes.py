@@ -58,10 +58,12 @@ def test_estimate_follows_the_params():
 
 def test_samp_range_is_exact_without_the_infinitesimal_constraint():
     """Without IC a path takes ceil(P / pixels_per_step) steps, P ≤ H·W active pixels; with every
-    pixel active (no pixel equal to its end value) the upper bound is the count."""
+    pixel active (no pixel equal to its end value) the upper bound is the count. Every pass is a
+    forward + backward: one gradient per step and one at the path's end (which closes the last step's
+    credit and gives f(end))."""
     model = loupe.model("digits_cnn")
     est = all_explainers()["samp"].passes(model, all_explainers()["samp"].Params(n_frag=0, pixels_per_step=256))
-    assert est == Passes((2 * 2, 2 * (4 + 1)), (2 * 1, 2 * 4))
+    assert est == Passes((2 * 2, 2 * (4 + 1)), (2 * 2, 2 * (4 + 1)))
 
 
 def test_pass_time_runs_on_the_worker_and_is_cached():

@@ -135,13 +135,13 @@ def test_pixels_at_their_end_value_get_nothing():
 
 
 def test_infinitesimal_constraint_gives_completeness_on_a_smooth_net():
-    """IC with n_frag = 200 keeps each path's Riemann sum within 5 % of f(end) − f(start); without IC
-    the same net misses by more (spec §2, "Completeness")."""
+    """IC with n_frag = 200 keeps each path's left Riemann sum (the paper's credit) within 5 % of
+    f(end) − f(start); without IC the same net misses by more (spec §2, "Completeness")."""
     model = softplus_image_net()
     x = toys.random_images(3)
     target = model.logits(x).argmax(1)
-    fine = explain(model, x, target, n_frag=200, momentum=0)
-    coarse = explain(model, x, target, n_frag=0, momentum=0)
+    fine = explain(model, x, target, n_frag=200, momentum=0, quadrature="left")
+    coarse = explain(model, x, target, n_frag=0, momentum=0, quadrature="left")
     with torch.no_grad():
         logit = lambda z: model.module(z).gather(1, target[:, None])[:, 0].numpy()  # noqa: E731
         changes = {"deletion": logit(x) - logit(torch.tensor(toys.MEAN).reshape(1, 3, 1, 1).expand_as(x)),
@@ -152,6 +152,62 @@ def test_infinitesimal_constraint_gives_completeness_on_a_smooth_net():
         assert fine.extras[f"{path}_relative_gap"].mean() < coarse.extras[f"{path}_relative_gap"].mean()
         gap = fine.extras[f"{path}_completeness_gap"]
         np.testing.assert_allclose(np.abs(gap) / np.abs(change), fine.extras[f"{path}_relative_gap"], rtol=1e-4)
+
+
+# -- quadrature: oracles with a closed-form path integral ----------------------------------------------
+
+
+class SeparableQuadratic(nn.Module):
+    """logits_k = Σ_{c,h,w} a[k,c,h,w]·x² + b[k,c,h,w]·x: ∂f/∂x_i depends on x_i alone and is linear
+    in it, so along any path that moves each coordinate monotonically in straight segments, pixel p's
+    path integral is Σ_c a(end² − start²) + b(end − start), and the trapezoid rule is exact."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.a = nn.Parameter(torch.randn((3, *toys.IMAGE_SHAPE), generator=gen))
+        self.b = nn.Parameter(torch.randn((3, *toys.IMAGE_SHAPE), generator=gen))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.a * x[:, None] ** 2 + self.b * x[:, None]).flatten(2).sum(dim=2)
+
+
+def quadratic_model() -> ModelHandle:
+    return ModelHandle("toy_separable_quadratic", SeparableQuadratic().eval(), "image", toys.IMAGE_SHAPE, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize(("n_frag", "momentum"), [(0, 0.0), (10, 0.5), (30, 0.0)])
+@pytest.mark.parametrize("quadrature", ["trapezoid", "measured"])
+def test_trapezoid_credit_is_the_exact_path_integral_of_a_quadratic(quadrature, n_frag, momentum):
+    from explainers.evaluation import blur
+
+    model = quadratic_model()
+    x = toys.random_images(3)
+    a, b = model.module.a.detach()[TARGET], model.module.b.detach()[TARGET]
+    integral = lambda start, end: (a * (end**2 - start**2) + b * (end - start)).sum(dim=1).numpy()  # noqa: E731
+    expected = {"deletion": integral(torch.zeros_like(x), x), "insertion": integral(blur(model, x), x)}
+    for path, exact in expected.items():
+        res = explain(model, x, paths=path, pixels_per_step=5, n_frag=n_frag, momentum=momentum, quadrature=quadrature)
+        np.testing.assert_allclose(res.attributions, exact, atol=1e-4, rtol=1e-4)
+        assert np.abs(res.extras[f"{path}_relative_gap"]).max() < 1e-4
+    left = explain(model, x, paths="deletion", pixels_per_step=5, n_frag=n_frag, momentum=momentum, quadrature="left")
+    assert np.abs(left.attributions - expected["deletion"]).max() > 0.05, "the left rule is not exact here"
+
+
+def test_measured_credit_adds_up_to_every_paths_output_change_on_a_smooth_net():
+    """On a non-quadratic net the trapezoid rule is not exact; the measured credit spreads each
+    step's residual over its pixels, so each path's map sums to f(end) − f(start) to rounding,
+    and it stays close to the trapezoid credit pixel by pixel."""
+    model = softplus_image_net()
+    x = toys.random_images(3)
+    target = model.logits(x).argmax(1)
+    kw = {"pixels_per_step": 8, "n_frag": 0, "momentum": 0.5}
+    measured, trapezoid = (explain(model, x, target, quadrature=q, **kw) for q in ("measured", "trapezoid"))
+    for path in ("deletion", "insertion"):
+        assert np.abs(measured.extras[f"{path}_relative_gap"]).max() < 1e-4
+        assert np.abs(trapezoid.extras[f"{path}_relative_gap"]).max() > 1e-3
+    for a, b in zip(measured.attributions, trapezoid.attributions):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
 
 
 # -- batching, curves, reduction --------------------------------------------------------------------
@@ -188,7 +244,7 @@ def test_path_curves_run_from_start_to_end():
             assert all(np.isfinite(c[: s + 1]).all() and np.isnan(c[s + 1 :]).all() for c, s in zip(curve, steps))
 
 
-@pytest.mark.parametrize("reduction", ["sum", "norm"])
+@pytest.mark.parametrize("reduction", ["sum", "norm", "l1"])
 def test_reduction_combines_the_two_path_maps(reduction):
     model = toys.tiny_convnet()
     x = toys.random_images(2, (3, 16, 16))
@@ -200,7 +256,10 @@ def test_reduction_combines_the_two_path_maps(reduction):
         low, high = a.min(axis=(1, 2), keepdims=True), a.max(axis=(1, 2), keepdims=True)
         return (a - low) / (high - low)
 
-    expected = dele + ins if reduction == "sum" else minmax(dele) + minmax(ins)
+    def unit_l1(a):
+        return a / np.abs(a).sum(axis=(1, 2), keepdims=True)
+
+    expected = {"sum": dele + ins, "norm": minmax(dele) + minmax(ins), "l1": unit_l1(dele) + unit_l1(ins)}[reduction]
     np.testing.assert_allclose(both, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -234,9 +293,10 @@ def test_auto_pixels_per_step_matches_the_papers_settings():
     assert auto_pixels_per_step(64 * 64) == 81 and auto_pixels_per_step(4) == 4
 
 
-def test_params_defaults_are_samp_plus_plus_and_bad_values_are_named():
-    p = SampParams()
-    assert (p.n_frag, p.momentum, p.paths, p.reduction) == (50, 0.5, "both", "sum")
+def test_params_paper_preset_is_samp_plus_plus_and_bad_values_are_named():
+    p = SampParams(preset="paper")
+    assert (p.n_frag, p.momentum, p.paths, p.reduction, p.quadrature) == (50, 0.5, "both", "sum", "left")
+    assert SampParams().preset == "loupe" and SampParams().quadrature == "measured"
     with pytest.raises(ParamError, match="blur_kernel must be odd"):
         SampParams(blur_kernel=10)
     with pytest.raises(ParamError, match="paths"):

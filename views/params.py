@@ -56,6 +56,13 @@ def grouped(schema: Sequence[Mapping[str, Any]]) -> dict[str, list[Widget]]:
     return {name: items for name, items in groups.items() if items}
 
 
+def with_defaults(schema: list[Mapping[str, Any]], defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The schema with each field's default replaced by its value in ``defaults``: the values an
+    explainer resolves to on one model under one preset (``loupe.resolved_params``), so a form shows
+    the values that will run (not 0 for "auto") and a URL leaves exactly those out."""
+    return [{**f, "default": defaults.get(f["name"], f["default"])} for f in schema]
+
+
 def with_choices(schema: list[Mapping[str, Any]], choices: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     """``schema`` with the free-text fields named in ``choices`` turned into selects of those
     options (a page knows, e.g., which explainers apply to the chosen model). A default that is not

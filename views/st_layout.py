@@ -12,7 +12,7 @@ import loupe
 from explainers.base import Result
 from views.figures import (attribution_overlay, curves_figure, feature_bars, overlay_card_png, overlay_png,
                            patch_grid_figure, path_logits_figure)
-from views.params import Widget, grouped, widget_value, with_choices
+from views.params import Widget, grouped, widget_value, with_choices, with_defaults
 from views.runs import metrics_html, run_page
 
 
@@ -80,29 +80,63 @@ _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
 }
 
 
+@st.cache_data(ttl=5, show_spinner=False)
+def resolved_params(model_id: str, explainer_id: str, preset: str | None) -> dict[str, Any]:
+    """What ``explainer_id`` runs with on ``model_id`` under ``preset`` when nothing is set."""
+    return loupe.resolved_params(model_id, explainer_id, {} if preset is None else {"preset": preset})
+
+
+def form_schema(explainer: Mapping[str, Any], model_id: str, preset: str | None) -> list[Mapping[str, Any]]:
+    """The explainer's schema with the defaults it resolves to on ``model_id`` under ``preset``
+    (the raw schema when the model rejects them; running then reports why). The preset field keeps
+    its own default, so a URL names a chosen non-default preset."""
+    try:
+        resolved = resolved_params(model_id, explainer["id"], preset)
+        return [*with_defaults(explainer["params"], {k: v for k, v in resolved.items() if k != "preset"})]
+    except loupe.user_errors():
+        return list(explainer["params"])
+
+
 def params_form(explainer: Mapping[str, Any], prefix: str, initial: Mapping[str, Any],
-                choices: Mapping[str, list[Any]] | None = None) -> dict[str, Any]:
+                model_id: str | None = None, choices: Mapping[str, list[Any]] | None = None) -> dict[str, Any]:
     """Widgets for every parameter of ``explainer`` (grouped, with help text), seeded from
     ``initial`` (URL strings or stored values); a value the widget cannot take is reported and
-    replaced by the default. ``choices`` turns free-text parameters whose options the page knows
-    into selects (:func:`views.params.with_choices`). Returns the chosen values."""
-    values = {}
-    for group, widgets in grouped(with_choices(explainer["params"], choices or {})).items():
+    replaced by the default. With ``model_id``, the preset (if the explainer has one) comes first and
+    the other widgets show the values that run on that model under it (auto values resolved); a new
+    preset or model starts its widgets from its own values. ``choices`` turns free-text parameters
+    whose options the page knows into selects (:func:`views.params.with_choices`). Returns the
+    chosen values."""
+    schema: list[Mapping[str, Any]] = [*with_choices(explainer["params"], choices or {})]
+    values: dict[str, Any] = {}
+    if model_id is not None:
+        preset = next((w for w in grouped(schema).get("main", []) if w.name == "preset"), None)
+        if preset is not None:
+            values["preset"] = _widget(explainer["id"], preset, f"{prefix}-preset", initial)
+        resolved = form_schema({**explainer, "params": schema}, model_id, values.get("preset"))
+        schema = [f for f in resolved if f["name"] != "preset"]
+        prefix = f"{prefix}-{model_id}-{values.get('preset', '')}"
+    for group, widgets in grouped(schema).items():
         if group != "main":
             st.caption(group)
         columns = st.columns(2)
         for i, w in enumerate(widgets):
-            key = f"{prefix}-{w.name}"
-            if w.options is not None and st.session_state.get(key, w.default) not in w.options:
-                del st.session_state[key]  # e.g. an explainer the newly chosen model does not support
-            if key not in st.session_state:
-                value, problem = widget_value(w, initial[w.name]) if w.name in initial else (w.default, None)
-                if problem:
-                    st.warning(f"{explainer['id']}.{problem}; using the default {w.default!r}")
-                st.session_state[key] = value
             with columns[i % 2]:
-                values[w.name] = _INPUTS[w.kind](w, key)
+                values[w.name] = _widget(explainer["id"], w, f"{prefix}-{w.name}", initial)
     return values
+
+
+def _widget(explainer_id: str, w: Widget, key: str, initial: Mapping[str, Any]) -> Any:
+    """One parameter's widget, seeded on first show from ``initial`` (else its default); a stored
+    choice that is no longer an option (e.g. an explainer the newly chosen model does not support)
+    is dropped first."""
+    if w.options is not None and st.session_state.get(key, w.default) not in w.options:
+        del st.session_state[key]
+    if key not in st.session_state:
+        value, problem = widget_value(w, initial[w.name]) if w.name in initial else (w.default, None)
+        if problem:
+            st.warning(f"{explainer_id}.{problem}; using the default {w.default!r}")
+        st.session_state[key] = value
+    return _INPUTS[w.kind](w, key)
 
 
 @st.cache_data(show_spinner="Reading the dataset…", max_entries=64)

@@ -20,7 +20,7 @@ from data.base import Dataset, Samples
 from data.lazy import Rows
 from explainers.base import Analysis, ExplainError
 from explainers.registry import get_analysis
-from explainers.runner import library_versions
+from explainers.runner import library_versions, resolved_params
 from model_registry.base import ModelHandle
 from store.artifacts import Artifact
 from store.keys import RunNotFound, array_digest, artifact_key
@@ -65,15 +65,28 @@ def digestible(inputs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
-                 params: dict[str, Any] | None = None, *, store: Store | None = None) -> Artifact:
-    """The stored artifact of ``analysis`` on ``model`` over ``dataset``, computed on a worker only
-    when no identical request (same model weights, params and input arrays) is stored."""
+@dataclass(frozen=True)
+class _Lookup:
+    """A validated analysis request: what it runs, its store key and where it is stored."""
+
+    analysis: Analysis
+    params: Any
+    inputs: dict[str, Any]
+    meta: dict[str, Any]
+    key: str
+    link: str
+    store: Store
+    found: Artifact | None
+
+
+def _lookup(analysis: str | Analysis, model: ModelHandle, dataset: Dataset, params: dict[str, Any] | None,
+            store: Store | None) -> _Lookup:
+    """Validate the request (params resolved: the values used), key it and look it up in the store."""
     chosen = get_analysis(analysis) if isinstance(analysis, str) else analysis
     reason = chosen.unsupported_reason(model)
     if reason:
         raise ExplainError(reason)
-    checked = chosen.Params.from_dict(params)
+    checked = resolved_params(chosen, model, params)
     prepared = chosen.prepare(model, dataset, checked)
     store = store or Store()
     meta: dict[str, Any] = {"kind": chosen.spec.output, "model_id": model.id, "weights_hash": model.weights_hash,
@@ -83,14 +96,31 @@ def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
     key = artifact_key(**{k: v for k, v in meta.items() if k != "sample_ids"})
     link = run_link(key, kind=meta["kind"])
     try:
-        return replace(store.get_artifact(key), link=link, cached=True)
+        found: Artifact | None = replace(store.get_artifact(key), link=link, cached=True)
     except RunNotFound:
-        pass
-    store.check_writable()  # before any work whose result could not be saved
+        found = None
+    return _Lookup(chosen, checked, prepared.inputs, meta, key, link, store, found)
+
+
+def stored_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
+                    params: dict[str, Any] | None = None, *, store: Store | None = None) -> Artifact | None:
+    """The stored artifact of this request, or None when it is not stored (nothing runs): pages use
+    it to show a stored result without starting work."""
+    return _lookup(analysis, model, dataset, params, store).found
+
+
+def run_analysis(analysis: str | Analysis, model: ModelHandle, dataset: Dataset,
+                 params: dict[str, Any] | None = None, *, store: Store | None = None) -> Artifact:
+    """The stored artifact of ``analysis`` on ``model`` over ``dataset``, computed on a worker only
+    when no identical request (same model weights, params and input arrays) is stored."""
+    req = _lookup(analysis, model, dataset, params, store)
+    if req.found is not None:
+        return req.found
+    req.store.check_writable()  # before any work whose result could not be saved
     started = time.perf_counter()
-    job = AnalysisJob(dispatch.model_ref(model), chosen, checked.to_dict())
-    info, arrays, device = dispatch.run(model, run_analysis_job, job, where=f"{chosen.spec.id} on {model.id}",
-                                        retry="run it again", inputs=lambda client: outbound(prepared.inputs, client))
-    store.put_artifact({**meta, "seconds": time.perf_counter() - started, "device": device,
-                        "versions": library_versions()}, info, arrays)
-    return replace(store.get_artifact(key), link=link, cached=False)
+    job = AnalysisJob(dispatch.model_ref(model), req.analysis, req.params.to_dict())
+    info, arrays, device = dispatch.run(model, run_analysis_job, job, where=f"{req.analysis.spec.id} on {model.id}",
+                                        retry="run it again", inputs=lambda client: outbound(req.inputs, client))
+    req.store.put_artifact({**req.meta, "seconds": time.perf_counter() - started, "device": device,
+                            "versions": library_versions()}, info, arrays)
+    return replace(req.store.get_artifact(req.key), link=req.link, cached=False)

@@ -20,7 +20,8 @@ from data.base import Dataset
 from data.classes import ClassMap
 from explainers.base import ExplainError, Passes, Result
 from explainers.registry import get_explainer
-from explainers.runner import Progress, check_compatible, keyed_hash, library_versions, parse_target, run_fields
+from explainers.runner import (Progress, check_compatible, keyed_hash, library_versions, parse_target, resolved_params,
+                               run_fields)
 from model_registry.base import ModelHandle
 from store.keys import RunNotFound, item_key, run_key
 from store.links import run_link
@@ -77,7 +78,7 @@ def make_request(model: ModelHandle, dataset: Dataset, sample_ids: Sequence[int]
     class_map = dataset.class_map_for(model.classes)
     if target == "label":
         class_map.require(model.id, dataset.id)
-    return Request(model, dataset, ids, explainer.spec.id, explainer.Params.from_dict(params).to_dict(), target,
+    return Request(model, dataset, ids, explainer.spec.id, resolved_params(explainer, model, params).to_dict(), target,
                    class_map)
 
 
