@@ -29,6 +29,9 @@ def test_rows_per_pass_fills_the_cpu_budget_and_keeps_the_default_elsewhere(monk
     monkeypatch.setitem(batching.PASS_VALUES, "cpu", 10 * 8 * 8 * 8 + 7)
     assert rows_per_pass(module, rows, 256) == 10  # ten rows' conv outputs fit, eleven do not
     monkeypatch.setitem(batching.PASS_VALUES, "cpu", 100)
+    monkeypatch.setitem(batching.SHARED_VALUES, "cpu", 3 * 8 * 8 * 8 + 7)
+    assert rows_per_pass(module, rows, 256) == 3  # one row overflows the first budget: the shared one sizes
+    monkeypatch.setitem(batching.SHARED_VALUES, "cpu", 100)
     assert rows_per_pass(module, rows, 256) == 1  # never zero
     monkeypatch.delitem(batching.PASS_VALUES, "cpu")
     assert rows_per_pass(module, rows, 256) == 256
