@@ -35,4 +35,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
 # Inside the container the server listens on every interface so that `docker run -p` can reach it; which host
 # addresses see it is decided by -p (127.0.0.1:8501:8501 keeps it on the host). See README, "Deploying for a lab".
-CMD ["streamlit", "run", "app.py", "--server.address", "0.0.0.0", "--server.port", "8501"]
+# No file watcher: the code in an image does not change, and a watcher costs every new session.
+CMD ["streamlit", "run", "app.py", "--server.address", "0.0.0.0", "--server.port", "8501", "--server.fileWatcherType", "none"]

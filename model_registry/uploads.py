@@ -151,13 +151,24 @@ def add_entry(section: str, values: dict[str, Any], manifest: Path | None = None
     ``store.paths.manifest_path()``). Steps: the keys and paths are parsed as the manifest reader
     would (in a candidate copy of the file), the id must be new, the model or dataset must load; only
     then the candidate replaces the manifest. Returns the parsed entry."""
-    from model_registry.registry import builtin_ids
-    from store.paths import manifest_path
+    from store.files import exclusive
+    from store.paths import loupe_home, manifest_path
 
     if section not in _SECTIONS:
         raise RegistrationError(f"section must be one of {list(_SECTIONS)}, got {section!r}")
     path = Path(manifest) if manifest is not None else manifest_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    # App processes sharing the manifest add entries one at a time, so none is lost. The lock lives in
+    # LOUPE_HOME, not beside the manifest, whose folder is the user's (and may be read-only).
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with exclusive(loupe_home() / "locks" / f"manifest-{name}.lock"):
+        return _append_entry(path, section, values)
+
+
+def _append_entry(path: Path, section: str, values: dict[str, Any]) -> ModelEntry | DatasetEntry:
+    """:func:`add_entry`'s read, check and replace of the manifest at ``path`` (under its lock)."""
+    from model_registry.registry import builtin_ids
+
     current = path.read_text(encoding="utf-8") if path.is_file() else ""
     entry_id = values.get("id")
     reserved_models, reserved_datasets = builtin_ids()

@@ -56,12 +56,13 @@ def watch(record: background.BatchRecord) -> None:
     else:
         left.button("Resume" if record.status != "done" else "Run again (from the store)", key=f"bt-resume-{record.id}",
                     on_click=resume, args=(spec,))
-    if record.run_keys:
-        right.download_button("Download CSV", background.export(record.id, "csv"), file_name=f"batch-{record.id}.csv",
-                              mime="text/csv", key=f"bt-csv-{record.id}", on_click="ignore")
-        right.download_button("Download Parquet", background.export(record.id, "parquet"),
-                              file_name=f"batch-{record.id}.parquet", mime="application/vnd.apache.parquet",
-                              key=f"bt-parquet-{record.id}", on_click="ignore")
+    if record.run_keys:  # the files are made when a button is pressed, not on every refresh of the progress
+        batch_id = record.id
+        right.download_button("Download CSV", lambda: background.export(batch_id, "csv"), file_name=f"batch-{batch_id}.csv",
+                              mime="text/csv", key=f"bt-csv-{batch_id}", on_click="ignore")
+        right.download_button("Download Parquet", lambda: background.export(batch_id, "parquet"),
+                              file_name=f"batch-{batch_id}.parquet", mime="application/vnd.apache.parquet",
+                              key=f"bt-parquet-{batch_id}", on_click="ignore")
 
 
 def batches(live: bool) -> None:

@@ -11,7 +11,7 @@ from views.access import require_access
 from views.compare import (agreement_figure, agreement_matrix, disagreement, disputed_samples, metric_figure,
                            metric_table)
 from views.explain import caption, explain_link
-from views.figures import overlay_card_png, top_features
+from views.figures import top_features
 from views.runs import metric_line
 
 require_access()  # every page gates itself: a fresh server may serve a page path without app.py
@@ -112,8 +112,7 @@ for sample_id, picture in zip(order[:rows], pictures):
         res = results[(m, e)]
         with cell:
             if image is not None:
-                st.image(overlay_card_png(image, res.attributions[i], 0.6, size=192, colour_bar=False),
-                         width="stretch")
+                st.image(ui.map_card(res, i, image, 0.6, size=192, colour_bar=False), width="stretch")
             else:
                 st.markdown("top: " + ", ".join(top_features(res.attributions[i], dataset.feature_names or [], 5)))
             st.markdown(f"[open in Explain]({explain_link(loupe.base_url(), m, dataset_id, [sample_id], [e])})")

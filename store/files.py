@@ -6,10 +6,12 @@ complete file under that name once (:func:`atomic_write`), and a reader never se
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -50,3 +52,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock`` (created if missing) for the block, so that a
+    read-modify-write of a file that is not content-keyed (such as the manifest) by several app
+    processes on one ``LOUPE_HOME``, or by several threads (each call opens its own descriptor),
+    happens one at a time and no writer overwrites another's change. Waits for the holder; closing
+    releases it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -398,14 +398,22 @@ class Store:
         return frame
 
     def kind_of(self, key: str) -> str:
-        """What a share link's key names: "attribution" for a run, else the artifact's kind."""
+        """What a share link's key names: "attribution" for a run, else the artifact's kind. A stored
+        key's kind never changes, so this process memoises it (every share link asks, and opening
+        the database costs more than the rest of a stored render); an unknown key is asked again."""
         key = check_key(key)
+        memo = (self._id, "kind", key)
+        kind: str | None = _MEMO.get(memo)
+        if kind is not None:
+            return kind
         with self.database.open() as con:
             found = con.execute("SELECT kind FROM runs WHERE key = $1 UNION ALL "
                                 "SELECT kind FROM artifacts WHERE key = $1", [key]).fetchall()
         if not found:
             raise RunNotFound(f"no stored result with key {key}")
-        return str(found[0][0])
+        kind = str(found[0][0])
+        _MEMO.put(memo, kind, 128)
+        return kind
 
     # -- analysis results (store.artifacts) --------------------------------------------------------
     def put_artifact(self, meta: Mapping[str, Any], info: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:

@@ -211,3 +211,22 @@ def test_a_samples_metrics_read_with_direction_meaning_and_format():
     assert 'title="Lower is better. ' in table
     line = metric_line(res.metrics[0], ["deletion_auc", "mask_energy"])  # a metric the sample lacks is left out
     assert "deletion AUC ↓</span> 0.100" in line and "mask" not in line
+
+
+def test_map_cards_of_a_stored_result_are_cached_by_run_sample_and_settings():
+    """A stored result's card is cached by its key (a key always names the same content); the
+    cache must still tell samples and display settings apart, and a result that is not stored
+    (no key) is drawn afresh."""
+    from views.figures import overlay_card_png
+    from views.st_layout import map_card
+
+    rng = np.random.default_rng(0)
+    maps, images = rng.normal(size=(2, 8, 8)), rng.uniform(size=(2, 3, 8, 8))
+    res = Result(maps, sample_ids=[3, 4], key="a" * 64)
+    cards = [map_card(res, i, images[i], 0.6) for i in (0, 1)]
+    assert cards == [overlay_card_png(images[i], maps[i], 0.6) for i in (0, 1)] and cards[0] != cards[1]
+    assert map_card(res, 0, images[0], 0.3) == overlay_card_png(images[0], maps[0], 0.3) != cards[0]
+    assert map_card(res, 0, images[0], 0.6, size=64, colour_bar=False) == overlay_card_png(
+        images[0], maps[0], 0.6, size=64, colour_bar=False)
+    other = Result(-maps, sample_ids=[3, 4])  # no key: never served from the cache
+    assert map_card(other, 0, images[0], 0.6) == overlay_card_png(images[0], -maps[0], 0.6) != cards[0]

@@ -120,10 +120,27 @@ def predictions(model_id: str, dataset_id: str, ids: tuple[int, ...]) -> list[di
     return loupe.predict(model_id, dataset_id, list(ids))
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
 def run_csv(key: str) -> bytes:
-    """The export table of a stored run as CSV (a run never changes, so this is cached by key)."""
+    """The export table of a stored run as CSV (made when its download button is pressed)."""
     return loupe.export(key).to_csv(index=False).encode()
+
+
+def map_card(res: Result, i: int, image: np.ndarray, opacity: float, size: int = 256, colour_bar: bool = True) -> bytes:
+    """Sample ``i`` of ``res`` over its input ``image`` as the card PNG of
+    :func:`views.figures.overlay_card_png`. A stored result never changes, so its cards are cached by
+    run key, sample and display settings: every session that opens the result after the first reuses
+    the bytes instead of colouring and encoding the PNG again."""
+    if res.key is None:  # not stored: nothing names its content
+        return overlay_card_png(image, res.attributions[i], opacity, size=size, colour_bar=colour_bar)
+    return _stored_card(res.key, i, opacity, size, colour_bar, image, res.attributions[i])
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _stored_card(key: str, i: int, opacity: float, size: int, colour_bar: bool, _image: np.ndarray,
+                 _attribution: np.ndarray) -> bytes:
+    """:func:`map_card` of a stored result, cached by what names it (the underscored arrays, which
+    the key determines, are not hashed)."""
+    return overlay_card_png(_image, _attribution, opacity, size=size, colour_bar=colour_bar)
 
 
 def _extras_figures(res: Result, i: int) -> list[Any]:
@@ -152,7 +169,7 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
     if image is not None and not interactive:
         with st.container(key=f"{key}-map"):
             st.markdown(f"**{title}**")
-            st.image(overlay_card_png(image, res.attributions[i], opacity), output_format="PNG")
+            st.image(map_card(res, i, image, opacity), output_format="PNG")
     elif image is not None:
         st.plotly_chart(attribution_overlay(image, res.attributions[i], opacity, title=title), key=f"{key}-map",
                         config={"displayModeBar": False})
@@ -170,10 +187,12 @@ def result_panel(res: Result, i: int, image: np.ndarray | None, feature_names: l
         for j, fig in enumerate(_extras_figures(res, i)):
             st.plotly_chart(fig, key=f"{key}-extra-{j}", config={"displayModeBar": False})
     st.markdown(f"Permanent link: [{res.link}]({res.link})")
-    left, right = st.columns(2)
-    left.download_button("CSV", run_csv(res.key), key=f"{key}-csv",
+    left, right = st.columns(2)  # both files are made when their button is pressed, not on every render
+    run_key = res.key
+    left.download_button("CSV", lambda: run_csv(run_key), key=f"{key}-csv",
                          file_name=f"loupe-{res.key[:12]}.csv", mime="text/csv", on_click="ignore")
     if image is not None:
-        right.download_button("PNG", overlay_png(image, res.attributions[i], opacity), key=f"{key}-png",
+        attribution = res.attributions[i]
+        right.download_button("PNG", lambda: overlay_png(image, attribution, opacity), key=f"{key}-png",
                               file_name=f"loupe-{res.key[:12]}-{res.sample_ids[i]}.png", mime="image/png",
                               on_click="ignore")
