@@ -3,8 +3,8 @@
 On a CPU a pass over a batch whose activations fit in cache costs far less per row than one that
 spills (measured per row at several batch sizes: bench/results/design_measurements.md). So CPU
 passes take as many rows as keep the widest output near :data:`PASS_VALUES` values (the cores' own
-cache). When one row alone is wider (224×224 images), that cache cannot hold a pass at any size, and
-one-row passes pay every operator's fixed cost per row and leave the deep layers' small maps too few
+cache). When not even two rows fit (224×224 images: ResNet-18's first convolution outputs 0.8M values
+per row), that cache cannot hold a useful pass at any size, and one-row passes pay every operator's fixed cost per row and leave the deep layers' small maps too few
 rows to split over the cores; such passes take as many rows as keep the widest output within
 :data:`SHARED_VALUES` (the shared cache) instead. Other devices keep the caller's size.
 """
@@ -25,7 +25,7 @@ T = TypeVar("T")
 PASS_VALUES = {"cpu": 2**20}
 """By device type: values the widest layer output of one pass's batch may hold."""
 SHARED_VALUES = {"cpu": 2**23}
-"""By device type: the same bound for models whose one row is already wider than :data:`PASS_VALUES`."""
+"""By device type: the same bound for models of which two rows are already wider than :data:`PASS_VALUES`."""
 
 
 @contextmanager
@@ -59,7 +59,7 @@ def _rows(widest: int, device: torch.device, default: int) -> int:
     budget = PASS_VALUES.get(device.type)
     if not budget:
         return default
-    if widest > budget:
+    if 2 * widest > budget:
         budget = SHARED_VALUES.get(device.type, budget)
     return max(1, budget // widest)
 
@@ -81,7 +81,7 @@ def widest_output(module: nn.Module, row: torch.Tensor) -> int:
 
 def rows_per_pass(module: nn.Module, row: torch.Tensor, default: int) -> int:
     """Rows per model pass on ``row``'s device: on the CPU as many as keep the widest layer output
-    within :data:`PASS_VALUES`, or :data:`SHARED_VALUES` when one row is wider (at least 1; one probe
+    within :data:`PASS_VALUES`, or :data:`SHARED_VALUES` when two rows are wider (at least 1; one probe
     forward of ``row[:1]``), elsewhere ``default``."""
     if row.device.type not in PASS_VALUES:
         return default
