@@ -19,7 +19,8 @@ Petsiuk, Das, Saenko, "RISE", BMVC 2018):
 
 All perturbed inputs of a block of (sample, step) rows are built on the model's device with one
 broadcast comparison and one ``torch.where`` from each unit's rank, then fed to the model in
-``batch_size`` slices under ``torch.inference_mode``. Nothing in the loop synchronises with the
+``batch_size`` slices under ``torch.inference_mode`` (on the CPU, each slice in passes sized by
+:mod:`explainers.batching`). Nothing in the loop synchronises with the
 device, so on a GPU building the next block overlaps the forward passes.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from explainers.base import Explainer, Params
+from explainers.batching import in_passes
 from model_registry.base import ModelHandle
 
 DEFAULT_POINTS = 32  # default step_per = ceil(U / DEFAULT_POINTS)
@@ -255,7 +257,7 @@ def curves(
     t = _target(target, len(x), device)
     n_units, step_per, n_points = _plan(x, step_per)
     batches = perturbation_batches(model, x, maps, step_per=step_per, klen=klen, ksig=ksig, batch_size=batch_size)
-    out = torch.cat([model.module(rows) for _, rows in batches]).float()  # deletion rows, then insertion
+    out = torch.cat(_forwards(model.module, (rows for _, rows in batches))).float()  # deletion rows, then insertion
     out = out.reshape(2, len(x), n_points, -1)
     index = t[None, :, None, None].expand(2, -1, n_points, 1)
     logit = out.gather(3, index)[..., 0]
@@ -272,6 +274,18 @@ def curves(
         step_per=step_per,
         n_forward=2 * len(x) * n_points,
     )
+
+
+def _forwards(module: torch.nn.Module, batches: Iterator[torch.Tensor]) -> list[torch.Tensor]:
+    """Outputs of every batch, in order; on the CPU each batch runs in passes of at most as many
+    rows as the first row's own pass allows (:func:`explainers.batching.in_passes`), elsewhere
+    each batch in one pass."""
+    outs: list[torch.Tensor] = []
+    per_pass = 0
+    for rows in batches:
+        parts, per_pass = in_passes(module, lambda part: module(rows[part]), rows, per_pass, len(rows))
+        outs += parts
+    return outs
 
 
 def curve_aucs(c: Curves) -> dict[str, np.ndarray]:

@@ -37,7 +37,7 @@ from torch import nn
 
 from explainers._common import check_inputs, classifier_layer, hooks
 from explainers.base import Explainer, Params, Passes, Result, Spec, param, preset_choice, preset_param
-from explainers.batching import measured_pass
+from explainers.batching import measured_pass, pass_slices
 from model_registry.base import ModelHandle
 
 AUG_FIELDS = (
@@ -527,11 +527,13 @@ def _run_jobs(
     patch: int,
 ) -> torch.Tensor:
     """Output vectors of every (sample, clean or occluded image, view): B×(1+P')×N×d. The first row
-    goes alone and its pass sizes the others (:func:`explainers.batching.measured_pass`: on the CPU
-    so that activations stay in cache, elsewhere a whole chunk per pass).
+    (the first sample's clean image under the identity view, i.e. ``x[:1]`` itself) goes alone and
+    its pass sizes the others (:func:`explainers.batching.measured_pass`: on the CPU so that
+    activations stay in cache, elsewhere a whole chunk per pass).
 
     Jobs run sample-major: job j = sample j // (1+P'), image j % (1+P') (0 = clean, i = window
-    chosen[i−1]); chunks of jobs are occluded, augmented and forwarded together."""
+    chosen[i−1]); chunks of jobs are occluded, augmented and forwarded together, a chunk holding
+    :data:`CHUNK_ELEMENTS` values or at least one pass's rows."""
     b, per = len(x), 1 + chosen.shape[1]
     height, width = x.shape[-2:]
     gw = grid.shape[1]
@@ -541,18 +543,17 @@ def _run_jobs(
     sample = torch.arange(b, device=x.device).repeat_interleave(per)
     per_sample_fill = fill.shape[-2:] == x.shape[-2:]
     chunk = max(1, CHUNK_ELEMENTS.get(x.device.type, _DEFAULT_CHUNK) // (views.n * x[0].numel()))
-    micro = 0
+    first, micro = measured_pass(module, features, x[:1], chunk * views.n)
+    chunk = max(chunk, -(-micro // views.n))
     rr, cc = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
     outs = []
     for start in range(0, b * per, chunk):
         s, t, left = sample[start : start + chunk], tops[start : start + chunk], lefts[start : start + chunk]
         inside = ((rr >= t[:, None]) & (rr < t[:, None] + patch))[:, :, None] & ((cc >= left[:, None]) & (cc < left[:, None] + patch))[:, None, :]
         occluded = torch.where(inside[:, None], fill[s] if per_sample_fill else fill, x[s])
-        rows, parts = augment(occluded, views).flatten(0, 1), []
-        if not micro:
-            first, micro = measured_pass(module, features, rows[:1], chunk * views.n)
-            rows, parts = rows[1:], [first]
-        parts += [features(part) for part in rows.split(micro)]
+        rows = augment(occluded, views).flatten(0, 1)
+        parts = [] if start else [first]  # the first row's output came from the sizing pass
+        parts += [features(rows[part]) for part in pass_slices(len(rows), micro, 0 if start else 1)]
         outs.append(torch.cat(parts).reshape(len(s), views.n, -1))
     return torch.cat(outs).reshape(b, per, views.n, -1)
 

@@ -32,8 +32,9 @@ is negated, so each path map estimates f(x) − f(its baseline) per pixel; the t
 loupe default; "l1": divide each by its l1 norm, then add). Maps are raw, not normalised for display.
 
 Batching: the rows of both paths for all images form one 2B batch that advances step by step;
-rows whose path is finished leave the batch. Rows are independent (the target logits are summed
-before the backward pass), so batch size never changes results.
+rows whose path is finished leave the batch. Each step's forward + backward runs in passes sized by
+:mod:`explainers.batching` on the CPU (all rows at once elsewhere). Rows are independent (the target
+logits are summed before the backward pass), so batch size never changes results.
 
 Steps per path, with m = ceil(P / pixels_per_step) for P initially active pixels: m without IC,
 max(n_frag, m) ≤ steps ≤ n_frag + m with IC (spec §4). A guard stops a path after n_frag +
@@ -50,6 +51,7 @@ import torch
 
 from explainers._common import BASELINES, check_inputs, reference_input
 from explainers.base import Explainer, ParamError, Params, Passes, Result, Spec, param, preset_choice, preset_param
+from explainers.batching import in_passes
 from explainers.evaluation import blur
 from model_registry.base import ModelHandle
 
@@ -146,6 +148,15 @@ def _grad(module: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> tup
     return g, logit.detach()
 
 
+def _gradients(module: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, per_pass: int
+               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`_grad` of every row in passes of at most ``per_pass`` rows, and ``per_pass``; when it
+    is 0 (the first step), :func:`explainers.batching.in_passes` sizes it (on the CPU from the first
+    row's own pass, elsewhere all rows at once)."""
+    parts, per_pass = in_passes(module, lambda rows: _grad(module, x[rows], target[rows]), x, per_pass, len(x))
+    return torch.cat([g for g, _ in parts]), torch.cat([logit for _, logit in parts]), per_pass
+
+
 def _top_k(score: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the k largest entries per row, ties broken by the lower index (exact, O(U))."""
     k = min(k, score.shape[1])
@@ -235,8 +246,9 @@ def manipulation_paths(
     sign = torch.where(ascending, 1.0, -1.0).to(start.dtype)[:, None]
     cap = size.sum(dim=1) / n_frag if n_frag else torch.full((n_rows,), float("inf"), device=device, dtype=start.dtype)
     active = ratio > 1
+    per_pass = 0  # rows per forward + backward pass, set by the first step
     for step in range(guard + 1):
-        g, logit = _grad(module, end - gap, target)
+        g, logit, per_pass = _gradients(module, end - gap, target, per_pass)
         logits[rows, step] = logit
         if last is not None:
             acc += step_credit(quadrature, last, g, logit)

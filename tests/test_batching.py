@@ -28,7 +28,13 @@ def test_rows_per_pass_fills_the_cpu_budget_and_keeps_the_default_elsewhere(monk
     module, rows = _net(), torch.zeros(5, 2, 8, 8)
     monkeypatch.setitem(batching.PASS_VALUES, "cpu", 10 * 8 * 8 * 8 + 7)
     assert rows_per_pass(module, rows, 256) == 10  # ten rows' conv outputs fit, eleven do not
+    monkeypatch.setitem(batching.PASS_VALUES, "cpu", 2 * 8 * 8 * 8)
+    assert rows_per_pass(module, rows, 256) == 2  # two rows fit exactly
+    monkeypatch.setitem(batching.SHARED_VALUES, "cpu", 3 * 8 * 8 * 8 + 7)
+    monkeypatch.setitem(batching.PASS_VALUES, "cpu", 2 * 8 * 8 * 8 - 1)
+    assert rows_per_pass(module, rows, 256) == 3  # two rows overflow the first budget: the shared one sizes
     monkeypatch.setitem(batching.PASS_VALUES, "cpu", 100)
+    monkeypatch.setitem(batching.SHARED_VALUES, "cpu", 100)
     assert rows_per_pass(module, rows, 256) == 1  # never zero
     monkeypatch.delitem(batching.PASS_VALUES, "cpu")
     assert rows_per_pass(module, rows, 256) == 256

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy import ndimage, stats
 
+from explainers import batching
 from explainers import evaluation as ev
 from explainers.base import Explainer, Params, Result, Spec
 from explainers.registry import get_explainer
@@ -117,6 +118,26 @@ def test_curves_do_not_depend_on_batch_size_or_block_size(block_elements: int, m
     a = ev.curves(model, x, maps, [0, 1, 2], batch_size=3)
     for name in ("deletion", "insertion", "deletion_prob", "insertion_prob"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_passes_of_a_few_rows_equal_one_pass_per_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU each block runs in passes sized from its first row (here at most 3 rows); the
+    curves equal those of one pass per block, and the passes really were that small."""
+    model = toys.tiny_convnet()
+    x = toys.random_images(2, (3, 16, 16))
+    maps = np.random.default_rng(2).standard_normal((2, 16, 16))
+    monkeypatch.delitem(batching.PASS_VALUES, "cpu")
+    whole = ev.curves(model, x, maps, [0, 1], batch_size=64)
+    monkeypatch.setitem(batching.PASS_VALUES, "cpu", 3 * batching.widest_output(model.module, x[:1]))
+    seen: list[int] = []
+    handle = model.module.register_forward_hook(lambda _m, inputs, _o: seen.append(len(inputs[0])))
+    try:
+        split = ev.curves(model, x, maps, [0, 1], batch_size=64)
+    finally:
+        handle.remove()
+    assert seen[0] == 1 and max(seen) == 3 and sum(seen) == split.n_forward
+    for name in ("deletion", "insertion", "deletion_prob", "insertion_prob"):
+        np.testing.assert_allclose(getattr(split, name), getattr(whole, name), rtol=1e-5, atol=1e-6)
 
 
 def test_long_curves_agree_with_coarser_steps() -> None:
