@@ -38,10 +38,6 @@ import torch.nn.functional as F  # noqa: E402
 from bench.cases import RESNET_CASES, write_manifest  # noqa: E402
 from bench.floor import candidate_sizes, fastest, passes  # noqa: E402
 
-PROBE_ROWS = 256
-"""Each batch size is first timed on 2 PGD steps over up to this many rows; the floor runs at the fastest."""
-
-
 def pgd_seconds(module: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor, target: int, steps: int,
                 batch_size: int) -> float:
     """Plain-torch targeted L2 PGD (step eps/5) plus one statistics forward over the attacked images."""
@@ -93,10 +89,8 @@ def main() -> None:
     eps = grid.repeat_interleave(len(ids))
     target = torch.ones(len(x), dtype=torch.long)
     torch.set_num_threads(os.cpu_count() or 1)
-    sizes = [b for b in candidate_sizes(module, x, len(x)) if b >= (1 if large else 8)]
-    n = min(PROBE_ROWS, len(x))
-    per_batch = {b: pgd_seconds(module, x[:n], eps[:n], 1, 2, b) for b in sizes}
-    best = min(per_batch, key=per_batch.get)
+    # The attack's batch size: the fastest for forward + backward passes (warmed up, interleaved rounds).
+    best = fastest(module, "gradient", x, target, candidate_sizes(module, x, len(x)))[0]
     best_fwd = fastest(module, "forward", x, target, candidate_sizes(module, x, len(x)))[0]
     loupe.pathways(args.model, ds.id, 0, 1, steps=1, images=images, **extra)  # warm the worker at the measured shapes
     walls, floors = [], []
