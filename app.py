@@ -4,7 +4,7 @@ import streamlit as st
 from views.access import account_menu, require_access
 
 st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wide")
-require_access()  # optional login or token gate for shared deployments (views/access.py)
+require_access(router=True)  # optional login or token gate for shared deployments (views/access.py)
 account_menu()
 
 PAGES = [

@@ -18,7 +18,7 @@ if "run" in st.query_params:
     try:
         opened = loupe.sanity_result(st.query_params["run"])
     except loupe.user_errors() as err:
-        st.error(f"Result not found. {err}")
+        st.error(f"Run not found. {err}")
         st.stop()
     meta = opened.artifact.meta
     st.caption(f"Stored result: {opened.explainer} on {meta['model_id']} / {meta['dataset_id']}, "

@@ -188,3 +188,37 @@ def test_every_route_of_a_fresh_server_gets_the_gate(tmp_path: Path) -> None:
                 assert "Access token" in shown and "Run not found" not in shown, (route, shown[:500])
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no Chromium installed (apt-get install chromium)")
+def test_a_share_link_as_a_fresh_servers_first_request_gets_the_app_router(tmp_path: Path) -> None:
+    """Without the gate's hand-over to app.py, a fresh server's first request for a page path ran
+    the page as Streamlit's multipage-v1 app: a sidebar of file names with an "app" entry, and no
+    wide layout. With it, the link's page is served by app.py's router and keeps its query string."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_HOME": str(tmp_path)}
+    env.pop(TOKEN_ENV, None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _fresh_server(port, env)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"http://127.0.0.1:{port}/sanity?run=not-a-key")
+                page.get_by_text("Run not found").first.wait_for(timeout=60_000)
+                nav = [t.split("\n")[-1] for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
+                url = page.url
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert nav == ["Home", "Explain", "Compare", "Pathways", "Rules", "Embeddings", "Sanity check", "Batch",
+                   "Registry"], nav
+    assert url.endswith("/sanity?run=not-a-key"), url

@@ -65,4 +65,4 @@ def test_sanity_page_reopens_a_stored_check_from_its_link() -> None:
     assert any(res.verdict_text in m.value for m in at.markdown) and len(at.get("plotly_chart")) == 1
     assert _ok(_page("pages/explain.py", {"run": res.key})).title[0].value == "Sanity check", \
         "a sanity link edited to another page opens the Sanity page"
-    assert any("Result not found" in e.value for e in _page("pages/sanity.py", {"run": "f" * 64}).error)
+    assert any("Run not found" in e.value for e in _page("pages/sanity.py", {"run": "f" * 64}).error)

@@ -17,8 +17,10 @@ The mode comes from configuration only, checked in this order:
 Streamlit; :func:`require_access` is the layout that app.py calls before any page runs, and that
 every page in ``pages/`` calls first as well. The second call is what holds on a fresh server:
 Streamlit serves a folder named ``pages/`` as a multipage-v1 app until a session has run app.py
-(whose ``st.navigation`` turns that off), so the first request for a page path (``/home``) runs
-that page without app.py. Inside app.py's router the page's call returns at once.
+(whose ``st.navigation`` turns that off), so the first request for a page path (``/explain?run=…``)
+runs that page without app.py: without its sidebar, page titles or wide layout. The gate therefore
+first hands such a run to app.py's router (:func:`_route_through_app`). Inside app.py's router the
+page's call returns at once.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import streamlit as st
 TOKEN_ENV = "LOUPE_ACCESS_TOKEN"
 MIN_TOKEN_LENGTH = 16
 _GRANTED = "_loupe_access_granted"
+_ROUTED = "_loupe_routed_through_app"
 Mode = Literal["open", "oidc", "token"]
 
 
@@ -107,10 +110,27 @@ def _token_form(policy: AccessPolicy) -> None:
         st.error("That access token is not right.")
 
 
-def require_access() -> None:
+def _route_through_app() -> None:
+    """A page run by Streamlit's multipage-v1 mode (a fresh process whose first request named a
+    page) is run again through app.py: the mode is turned off for the process, as app.py's
+    ``st.navigation`` would, and the rerun keeps the URL, so the router serves the same page. Once
+    per session at most: that first run has no widget events a rerun could drop (Streamlit's
+    AppTest turns the mode back on before every run; its later runs stay as they are)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and not st.session_state.get(_ROUTED):
+        st.session_state[_ROUTED] = True
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def require_access(router: bool = False) -> None:
     """Return when this session may use Loupe; otherwise serve the login, token or "closed" page
-    in place of every page and stop the run. app.py calls it before ``st.navigation``, and every
-    page calls it first (see the module docstring); it renders nothing when access is granted."""
+    in place of every page and stop the run. app.py calls it (``router=True``) before
+    ``st.navigation``, and every page calls it first (see the module docstring); it renders nothing
+    when access is granted. A page's call hands a run that bypassed app.py to app.py."""
+    if not router:
+        _route_through_app()
     try:
         policy = access_policy(_has_auth_section(), os.environ)
     except AccessConfigError as err:
