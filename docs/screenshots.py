@@ -46,7 +46,7 @@ class Shot:
 
 
 def _batch() -> str:
-    from worker import background
+    from loupe import background
 
     spec = background.BatchSpec("digits_cnn", "digits", "0:32", {"saliency": {}, "gradcam": {}})
     return background.wait(background.start(spec).id, timeout=600).id
@@ -65,6 +65,7 @@ def precompute() -> tuple[dict[str, str], list[str]]:
         "pathways": lambda: loupe.pathways("shapes_cnn", "shapes", "circle", "square", **PATHWAYS).key,
         "rules": lambda: loupe.rules(model="breast_cancer_mlp", dataset="breast_cancer").key,
         "embedding": lambda: loupe.analysis("umap_embedding", "digits_cnn", "digits", {"samples": "0:200"}).key,
+        "sanity": lambda: loupe.sanity("shapes_cnn", "shapes", [3, 9], "integrated_gradients").key,
         "batch": _batch,
     }
     keys, problems = {}, []
@@ -171,6 +172,7 @@ def shots(keys: dict[str, str]) -> list[Shot]:
         Shot("pathways", f"/pathways?run={keys.get('pathways')}", click_first_channel),
         Shot("rules", f"/rules?run={keys.get('rules')}"),
         Shot("embeddings", f"/embeddings?run={keys.get('embedding')}", box_select),
+        Shot("sanity", f"/sanity?run={keys.get('sanity')}"),
         Shot("batch", "/batch", watch_batch if "batch" in keys else None),
         Shot("registry", "/registry"),
     ]
