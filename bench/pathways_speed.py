@@ -103,7 +103,7 @@ def main() -> None:
     best = fastest(module, "gradient", x, target, candidate_sizes(module, x, len(x)))[0]
     best_fwd = fastest(module, "forward", x, target, candidate_sizes(module, x, len(x)))[0]
     loupe.pathways(args.model, ds.id, 0, 1, steps=1, images=images, **extra)  # warm the worker at the measured shapes
-    walls, floors = [], []
+    walls, floors, attacks = [], [], []
     for _ in range(args.repeats):  # interleaved, so that a slower spell of the machine hits both sides
         os.environ["LOUPE_HOME"] = tempfile.mkdtemp(prefix="loupe-bench-pathways-")  # a cold request each time
         start = time.perf_counter()
@@ -114,12 +114,16 @@ def main() -> None:
         start = time.perf_counter()
         passes(module, "forward", x, target, other_rows, best_fwd)()
         passes(module, "gradient", x, target, len(res.layers), 1)()  # one receptive-field row per layer
-        floors.append(pgd_seconds(module, x, eps, 1, steps, best) + time.perf_counter() - start)
+        others = time.perf_counter() - start
+        attacks.append(pgd_seconds(module, x, eps, 1, steps, best))
+        floors.append(attacks[-1] + others)
     wall, floor = min(walls), min(floors)
     print(f"{args.model}: {images} images x {len(grid)} strengths x {steps} steps, {len(res.layers)} layers, "
           f"{len(res.nodes)} nodes (success {[round(float(r), 2) for r in res.success_rate]}); "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"runs: loupe.pathways {', '.join(f'{w:.1f}' for w in walls)} s; floor {', '.join(f'{f:.1f}' for f in floors)} s")
+    print(f"floor parts: attack {', '.join(f'{a:.1f}' for a in attacks)} s ({len(x)} rows x {steps} steps), "
+          f"other passes {', '.join(f'{f - a:.1f}' for f, a in zip(floors, attacks))} s ({other_rows} forward rows)")
     print(f"floor {floor:.1f} s at batch {best} (other forwards at {best_fwd}); loupe.pathways {wall:.1f} s "
           f"(best of {args.repeats} each); ratio {wall / floor:.3f} (goal <= 1.3)")
     reopened = loupe.pathways_result(res.key)
