@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from typing import Any
 import urllib.request
 from pathlib import Path
 
@@ -139,7 +140,17 @@ def test_a_page_path_does_not_open_past_the_gate(page: str, monkeypatch: pytest.
     assert [t.value for t in at.title] == ["Loupe"]
 
 
-def _fresh_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+def _chromium(playwright: Any) -> Any:
+    """Debian's headless Chromium, launched as every browser test here launches it."""
+    return playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def _fresh_server(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """A new `streamlit run app.py` on a free port, once it answers its health check: (process, port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -148,7 +159,7 @@ def _fresh_server(port: int, env: dict[str, str]) -> subprocess.Popen:
     while time.monotonic() < deadline:
         try:
             if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return proc
+                return proc, port
         except OSError:
             time.sleep(0.3)
     proc.kill()
@@ -165,14 +176,10 @@ def test_every_route_of_a_fresh_server_gets_the_gate(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), TOKEN_ENV: TOKEN, "LOUPE_HOME": str(tmp_path)}
     routes = ["home" if p == "home.py" else p.removesuffix(".py") for p in PAGES]
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = _chromium(p)
         try:
             for route in routes:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", 0))
-                    port = s.getsockname()[1]
-                server = _fresh_server(port, env)
+                server, port = _fresh_server(env)
                 try:
                     page = browser.new_page()
                     page.goto(f"http://127.0.0.1:{port}/{route}")
@@ -200,14 +207,10 @@ def test_a_share_link_as_a_fresh_servers_first_request_gets_the_app_router(tmp_p
     playwright = pytest.importorskip("playwright.sync_api")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_HOME": str(tmp_path)}
     env.pop(TOKEN_ENV, None)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = _fresh_server(port, env)
+    server, port = _fresh_server(env)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = _chromium(p)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(f"http://127.0.0.1:{port}/sanity?run=not-a-key")
