@@ -3,6 +3,7 @@ nothing a developer has in ~/.cache/loupe leaks into the tests, and no test writ
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -68,3 +69,13 @@ def fresh_cluster():
     cluster.shutdown()
     yield cluster
     cluster.shutdown()
+
+
+@pytest.fixture
+def refused_address():
+    """A ``tcp://127.0.0.1:PORT`` that refuses connections for the whole test: the port stays bound
+    (not listening) by this fixture, so no other process can take it between lookup and use, and a
+    connect cannot pick it as its own source port (Linux's TCP self-connect)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{held.getsockname()[1]}"

@@ -8,14 +8,18 @@ resumes without duplicates) is tests/test_worker.py::test_cli_batch_killed_mid_w
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import queue
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -32,12 +36,6 @@ from worker.batch import make_request
 from worker.dispatch import JobFailed
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _store_run(path: Path) -> tuple[str, np.ndarray]:
@@ -223,7 +221,7 @@ def test_full_disk_is_a_clear_error_and_a_rerun_resumes_when_space_is_back(tmp_p
 
 # -- the scheduler ----------------------------------------------------------------------------------
 def test_scheduler_address_malformed_unreachable_and_the_allowed_fallback(monkeypatch, capsys, fresh_home,
-                                                                         fresh_cluster):
+                                                                         fresh_cluster, refused_address):
     """A malformed LOUPE_SCHEDULER is an error even with the fallback allowed; an unreachable one is
     an error without LOUPE_ALLOW_EMBEDDED_FALLBACK (tests/test_worker.py checks the CLI message),
     and with it a warning and the work runs on the embedded cluster (this test's own)."""
@@ -235,7 +233,7 @@ def test_scheduler_address_malformed_unreachable_and_the_allowed_fallback(monkey
     assert code == 2 and err.count("\n") == 1
     assert "error: LOUPE_SCHEDULER='gpu-box' is not a Dask scheduler address" in err and "tcp://HOST:8786" in err
 
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = refused_address
     monkeypatch.setenv("LOUPE_SCHEDULER", address)
     monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
     monkeypatch.delenv("LOUPE_ALLOW_EMBEDDED_FALLBACK")
@@ -246,3 +244,51 @@ def test_scheduler_address_malformed_unreachable_and_the_allowed_fallback(monkey
         res = loupe.explain("breast_cancer_mlp", "breast_cancer", "110:112", "saliency")
     assert res.provenance["computed"] == 2 and np.isfinite(res.attributions).all()
     assert cluster.get_client().scheduler.address != address
+
+
+@contextlib.contextmanager
+def _listening(answer: bool):
+    """A TCP server on a free port that accepts connections and then never says a word (``answer``
+    False), or a plain ``distributed`` Server that answers as what it is, not a scheduler (True)."""
+    from distributed.core import Server
+
+    ready: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        if answer:
+            server = Server({})
+            await server.listen("tcp://127.0.0.1:0")
+            ready.put(server.address)
+        else:
+            silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+            ready.put(f"tcp://127.0.0.1:{silent.sockets[0].getsockname()[1]}")
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        yield ready.get(timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+@pytest.mark.parametrize(("answer", "says"), [
+    (False, "accepted the connection but nothing answered as a Dask scheduler within 3 s"),
+    (True, "the server there is a Server, not a Dask scheduler"),
+])
+def test_a_scheduler_address_where_something_else_listens_is_an_error_in_bounded_time(
+        monkeypatch, fresh_cluster, answer, says):
+    """A port that accepts and stays silent left ``distributed.Client`` waiting forever (its
+    handshake read has no timeout); a Dask server that is not a scheduler (a worker's address given
+    by mistake) is named as such."""
+    monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "1")
+    monkeypatch.delenv("LOUPE_ALLOW_EMBEDDED_FALLBACK", raising=False)
+    with _listening(answer) as address:
+        monkeypatch.setenv("LOUPE_SCHEDULER", address)
+        started = time.monotonic()
+        with pytest.raises(cluster.ClusterError, match=f"cannot reach the Dask scheduler at {address}.*{says}"):
+            cluster.get_client()
+    assert time.monotonic() - started < 10

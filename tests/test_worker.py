@@ -214,8 +214,8 @@ path = "{tmp_path / 'rows.npz'}"
                 proc.kill()
 
 
-def test_unreachable_scheduler_is_a_clear_error(monkeypatch, fresh_home, fresh_cluster):
-    monkeypatch.setenv("LOUPE_SCHEDULER", f"tcp://127.0.0.1:{_free_port()}")
+def test_unreachable_scheduler_is_a_clear_error(monkeypatch, fresh_home, fresh_cluster, refused_address):
+    monkeypatch.setenv("LOUPE_SCHEDULER", refused_address)
     monkeypatch.setenv("LOUPE_SCHEDULER_TIMEOUT", "2")
     started = time.monotonic()
     with pytest.raises(cluster.ClusterError, match="cannot reach the Dask scheduler"):

@@ -12,7 +12,9 @@ fails once with a clear message instead of killing four workers in a row (notes/
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import os
 import sys
 import threading
@@ -53,13 +55,49 @@ def _configure_dask() -> None:
     })
 
 
+async def _identify(address: str, seconds: float) -> dict:
+    """What the Dask server at ``address`` says it is (its ``identity`` reply)."""
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=seconds)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def _probe(address: str, seconds: float) -> None:
+    """Raise OSError unless a Dask *scheduler* answers at ``address`` within ``seconds``.
+
+    ``Client(address, timeout=…)`` bounds only the TCP connect: a peer that accepts and never answers
+    (another service on that port, a frozen process) leaves it waiting forever (distributed 2026.8's
+    handshake read has no timeout). The probe runs on its own event loop in its own thread, so it
+    works from inside a running loop too. The connect gets ``seconds`` (its own error names the
+    cause); the exchange after it, milliseconds with a real scheduler, gets two more."""
+    def run() -> dict:
+        return asyncio.run(asyncio.wait_for(_identify(address, seconds), seconds + 2))
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loupe-probe") as pool:
+        try:
+            reply = pool.submit(run).result()
+        except (asyncio.TimeoutError, TimeoutError):
+            raise OSError(f"it accepted the connection but nothing answered as a Dask scheduler within "
+                          f"{seconds + 2:g} s") from None
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind != "Scheduler":
+        raise OSError(f"the server there is a {kind or 'non-Dask service'}, not a Dask scheduler")
+
+
 def _connect(address: str) -> Client | None:
     """A client of the scheduler at ``address``; None when it cannot be reached and the user allows
     the embedded fallback (with a warning saying so). A malformed address is always an error."""
     from distributed import Client
 
+    seconds = float(os.environ.get("LOUPE_SCHEDULER_TIMEOUT", "10"))
     try:
-        return Client(address, timeout=f"{os.environ.get('LOUPE_SCHEDULER_TIMEOUT', '10')}s", set_as_default=False)
+        _probe(address, seconds)
+        return Client(address, timeout=f"{seconds}s", set_as_default=False)
     except ValueError as err:  # distributed's address parser: no port, unknown scheme
         raise ClusterError(f"LOUPE_SCHEDULER={address!r} is not a Dask scheduler address ({err}); "
                            "write it as tcp://HOST:8786") from None
