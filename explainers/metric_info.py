@@ -41,8 +41,16 @@ class MetricInfo:
 
     @property
     def printf(self) -> str:
-        """The format as Streamlit's column config wants it ("percent" or a printf pattern)."""
-        return "percent" if self.spec.endswith("%") else f"%{self.spec}"
+        """The format as a Streamlit column's printf pattern, for values times :attr:`column_scale`.
+        A percentage keeps its own decimals ("4.9%", "33.6%"); Streamlit's "percent" format drops
+        trailing zeros and keeps up to two, so one column mixed "4.9%" with "33.57%"."""
+        return f"%{self.spec[:-1]}f%%" if self.spec.endswith("%") else f"%{self.spec}"
+
+    @property
+    def column_scale(self) -> float:
+        """What a column's fractions are multiplied by before :attr:`printf` shows them (100 for a
+        percentage)."""
+        return 100.0 if self.spec.endswith("%") else 1.0
 
     def format(self, value: object) -> str:
         """One value as text: booleans as hit/miss, missing values as –."""

@@ -101,7 +101,8 @@ st.markdown("**Global rules** (click a column to sort; statistics on held-out ro
 rules = rules_frame(shown.rules)
 stat = {name: loupe.metric_info(name) for name in ("coverage", "precision")}
 row_height = rules_row_height(rules)
-st.dataframe(rules, hide_index=True, key="rules-table", width="stretch", row_height=row_height,
+st.dataframe(rules.assign(**{name: rules[name] * info.column_scale for name, info in stat.items()}),
+             hide_index=True, key="rules-table", width="stretch", row_height=row_height,
              height=min(38 + row_height * len(rules), 720),
              column_order=[c for c in rules.columns if c != "length"],  # the CSV has it; the rule shows it
              column_config={
@@ -150,7 +151,8 @@ st.markdown(f"Label **{local['label']}** · model: **{local['blackbox_prediction
 a, b = st.columns(2)
 with a:
     st.markdown(f"Firing rule **{local['rule_id']}**: `{local['rule']}`")
-    st.dataframe(conditions_frame(local), hide_index=True)
+    st.dataframe(conditions_frame(local), hide_index=True,
+                 column_config={"value": st.column_config.NumberColumn("value", format="%.4g")})
 with b:
     cf = local["counterfactual"]
     if cf is None:
@@ -160,4 +162,5 @@ with b:
         st.markdown(f"Counterfactual: reach **{cf['rule_id']}** (class **{cf['class']}**); after the change the model "
                     f"predicts **{cf['blackbox_prediction']}**: {verdict}.")
         (st.success if cf["blackbox_agrees"] else st.warning)(f"`{cf['rule']}`")
-        st.dataframe(changes_frame(local), hide_index=True)
+        st.dataframe(changes_frame(local), hide_index=True,  # as the rules write thresholds
+                     column_config={side: st.column_config.NumberColumn(side, format="%.4g") for side in ("from", "to")})

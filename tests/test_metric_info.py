@@ -37,7 +37,9 @@ def test_formats_and_intervals():
     assert loupe.metric_info("sparsity_gini").format(None) == "–"
     assert loupe.metric_info("insertion_auc").format(math.nan) == "–"
     assert loupe.metric_info("insertion_auc").interval(0.8, 0.05) == "0.800 ± 0.050"
-    assert loupe.metric_info("mask_energy").printf == "percent" and loupe.metric_info("fidelity").printf == "%.3f"
+    coverage, fidelity = loupe.metric_info("coverage"), loupe.metric_info("fidelity")
+    assert (coverage.printf, coverage.column_scale) == ("%.1f%%", 100.0)
+    assert (fidelity.printf, fidelity.column_scale) == ("%.3f", 1.0)
 
 
 def test_a_metric_without_an_entry_and_confidence():
