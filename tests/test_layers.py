@@ -79,4 +79,4 @@ def test_the_dev_extra_pins_what_requirements_dev_pins() -> None:
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     pins = [line.strip() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
             if line.strip() and not line.startswith(("#", "-r"))]
-    assert sorted(extra) == sorted(pins) and len(pins) == 8
+    assert sorted(extra) == sorted(pins) and len(pins) == 9
