@@ -167,8 +167,9 @@ def markdown(rows: list[dict], n: int, device: str) -> str:
          "step_per = ceil(H·W · 10 / 1024) (10 at 32×32 as in the paper's MNIST/CIFAR setting, 40 at 64×64). "
          "Pointing game (tolerance 0) on `shapes` masks. *passes* = forward + backward passes per image "
          "(SAMP: measured, both paths). *gap* = median per-path relative completeness gap "
-         "|Σ map − Δf| / |Δf|. *ℓ1* = median over images of the raw map's Σ|map| (logit units), which shows "
-         "how much each path map weighs in reduction=sum."),
+         "|Σ map − Δf| / |Δf|. *ℓ1* = median over images of the returned map's Σ|map|: in logit units for "
+         "reduction=sum and IG (it shows how much each path map weighs in the sum); reduction=norm and l1 rescale "
+         "the path maps before adding them, so there it is in those units, not logits."),
         "",
         "| model | method | deletion AUC ↓ | insertion AUC ↑ | pointing game ↑ | passes / image | gap | ℓ1 | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
