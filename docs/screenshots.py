@@ -158,11 +158,10 @@ def watch_batch(page: Page) -> None:
     page.get_by_text("sample explanations").first.wait_for(timeout=60_000)
 
 
-def shots(keys: dict[str, str]) -> list[Shot]:
-    """Every page, in the state a researcher would look at (pages whose stored result is missing
-    are left out; the precompute step says why)."""
+def plan(keys: dict[str, str]) -> list[Shot]:
+    """Every page, in the state a researcher would look at, showing the stored results ``keys``."""
     compared = ",".join(COMPARED)
-    plan = [
+    return [
         Shot("home", "/"),
         Shot("explain", "/explain?model=shapes_cnn&dataset=shapes&samples=3,9,12"
                         "&explainers=saliency,integrated_gradients", show_details),
@@ -176,7 +175,11 @@ def shots(keys: dict[str, str]) -> list[Shot]:
         Shot("batch", "/batch", watch_batch if "batch" in keys else None),
         Shot("registry", "/registry"),
     ]
-    return [shot for shot in plan if "=None" not in shot.url]
+
+
+def shots(keys: dict[str, str]) -> list[Shot]:
+    """The :func:`plan` less the pages whose stored result is missing (the precompute step says why)."""
+    return [shot for shot in plan(keys) if "=None" not in shot.url]
 
 
 def save(page: Page, path: Path, width: int) -> None:
@@ -228,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help=f"folder for the PNGs (default {OUT})")
     parser.add_argument("--width", type=int, default=1440, help="browser width in pixels (default 1440)")
     parser.add_argument("--home", type=Path, help="LOUPE_HOME to use (default: a fresh temporary folder)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="take only these shots (e.g. rules explain)")
     args = parser.parse_args(argv)
+    names = [shot.name for shot in plan({})]
+    if unknown := sorted(set(args.only or ()) - set(names)):
+        parser.error(f"no shot named {', '.join(unknown)}; the shots are {', '.join(names)}")
     home = args.home or Path(tempfile.mkdtemp(prefix="loupe-screenshots-"))  # removed at the end
     os.environ["LOUPE_HOME"] = str(home)
     os.environ.pop("LOUPE_SCHEDULER", None)
@@ -239,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     app = start_app(port)
     try:
-        problems += take(f"http://127.0.0.1:{port}", shots(keys), args.out, args.width)
+        wanted = [shot for shot in shots(keys) if not args.only or shot.name in args.only]
+        problems += take(f"http://127.0.0.1:{port}", wanted, args.out, args.width)
     finally:
         app.terminate()
         try:
