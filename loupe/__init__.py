@@ -29,7 +29,7 @@ from manifest import DATASET_KINDS, MODEL_KINDS, TASKS
 from model_registry.base import ModelError, ModelHandle
 from model_registry.uploads import RegistrationError, add_entry, max_upload_bytes, save_upload
 from store.links import PAGE_OF_KIND, base_url
-from store.paths import manifest_path
+from store.paths import loupe_home, manifest_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +46,7 @@ __all__ = [
     "DATASET_KINDS", "MODEL_KINDS", "PAGE_OF_KIND", "TASKS", "DatasetError", "ExplainError", "ModelError",
     "ParamError", "RegistrationError", "Result", "UnknownExplainer", "add_entry", "analysis", "artifact", "attacks",
     "base_url", "dataset", "datasets", "estimate", "explain", "explain_batch", "explainers", "export", "kind_of",
-    "link", "main", "manifest_path", "max_upload_bytes", "model", "models", "parse_samples", "pathways",
+    "link", "loupe_home", "main", "manifest_path", "max_upload_bytes", "model", "models", "parse_samples", "pathways",
     "pathways_result", "predict", "request", "resolved_params", "result_rows", "rules", "rules_result", "run", "runs",
     "sanity", "sanity_check", "sanity_result", "save_upload", "stored", "user_errors",
 ]

@@ -69,7 +69,7 @@ def test_explain_gallery_filters_by_mistakes_and_class():
     assert len(ids) == 12 and all(truth[i]["label"] == 7 for i in ids)
 
 
-def test_explain_cost_preview_run_and_stored_results():
+def test_explain_cost_preview_run_and_stored_results(fresh_home):
     at = _page("pages/explain.py", FAST)
     assert not _errors(at)
     preview = at.table[0].value.set_index("explainer")

@@ -3,6 +3,7 @@ section that runs or opens it for a page's current selection (Explain, Compare, 
 Layout only: results come from the ``loupe`` API, figures from views/sanity.py."""
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,17 @@ def show(res: SanityResult, key: str) -> None:
     st.markdown(f"Permanent link: [{res.link}]({res.link})")
 
 
+@st.cache_resource(ttl=5, show_spinner=False, max_entries=256)
+def _stored(home: str, model_id: str, dataset_id: str, samples: tuple[int, ...] | str, explainer: str, params: str,
+            target: str) -> SanityResult | None:
+    """The stored check of this selection in the store at ``home`` (``LOUPE_HOME``), or None
+    (``params`` as sorted JSON), looked up at most once every 5 s per selection in this server. Each lookup opens the database: about 30 ms of the
+    server's CPU, on every render of Explain and Compare (py-spy over ``python -m bench.load --cases
+    explain``). A check stored by another process shows within 5 s; running it here clears this
+    cache, and its Run button finds a check that is already stored without computing anything."""
+    return loupe.sanity(model_id, dataset_id, samples, explainer, json.loads(params), target, compute=False)
+
+
 def section(model_id: str, dataset_id: str, samples: Sequence[int] | str,
             explainers: Mapping[str, Mapping[str, Any]], target: str, key: str) -> None:
     """Run or open the sanity check of one of ``explainers`` (id -> params) on ``samples``: a stored
@@ -49,7 +61,9 @@ def section(model_id: str, dataset_id: str, samples: Sequence[int] | str,
     explainer = st.selectbox("Explainer to check", list(explainers), key=f"{key}-explainer")
     params = dict(explainers[explainer])
     try:
-        res = loupe.sanity(model_id, dataset_id, samples, explainer, params, target, compute=False)
+        res = _stored(str(loupe.loupe_home()), model_id, dataset_id,
+                      samples if isinstance(samples, str) else tuple(samples), explainer,
+                      json.dumps(params, sort_keys=True), target)
     except loupe.user_errors() as err:
         st.error(str(err))
         return
@@ -61,6 +75,7 @@ def section(model_id: str, dataset_id: str, samples: Sequence[int] | str,
             except loupe.user_errors() as err:
                 st.error(str(err))
                 return
+        _stored.clear()  # the next render of this selection finds it stored
         slot.empty()
     if res is None:
         st.caption("No sanity check is stored for this selection yet: running it explains the samples once per layer.")
