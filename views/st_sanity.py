@@ -41,11 +41,12 @@ def show(res: SanityResult, key: str) -> None:
 @st.cache_resource(ttl=5, show_spinner=False, max_entries=256)
 def _stored(home: str, model_id: str, dataset_id: str, samples: tuple[int, ...] | str, explainer: str, params: str,
             target: str) -> SanityResult | None:
-    """The stored check of this selection in the store at ``home`` (``LOUPE_HOME``), or None
-    (``params`` as sorted JSON), looked up at most once every 5 s per selection in this server. Each lookup opens the database: about 30 ms of the
-    server's CPU, on every render of Explain and Compare (py-spy over ``python -m bench.load --cases
-    explain``). A check stored by another process shows within 5 s; running it here clears this
-    cache, and its Run button finds a check that is already stored without computing anything."""
+    """The stored check of this selection in the store at ``home`` (``LOUPE_HOME``), or None, looked
+    up at most once every 5 s per selection in this server. Each lookup opens the database: about
+    30 ms of the server's CPU, on every render of Explain and Compare (py-spy over ``python -m
+    bench.load --cases explain``). A check stored by another process shows within 5 s; running it
+    here clears this cache, and its Run button finds a check that is already stored without
+    computing anything. ``params`` comes as sorted JSON, ``samples`` as a tuple or the text typed."""
     return loupe.sanity(model_id, dataset_id, samples, explainer, json.loads(params), target, compute=False)
 
 

@@ -81,7 +81,7 @@ def _probe(address: str, seconds: float) -> None:
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loupe-probe") as pool:
         try:
             reply = pool.submit(run).result()
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:  # asyncio's too, since Python 3.11
             raise OSError(f"it accepted the connection but nothing answered as a Dask scheduler within "
                           f"{seconds + 2:g} s") from None
     kind = reply.get("type") if isinstance(reply, dict) else None
