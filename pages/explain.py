@@ -51,11 +51,7 @@ if not models:
 first = next(iter(models.values()))
 
 if "run" in st.query_params:
-    try:
-        opened = loupe.run(st.query_params["run"])
-    except loupe.user_errors() as err:
-        st.error(f"Run not found. {err}")
-        st.stop()
+    opened = ui.open_linked(loupe.run)
     if st.session_state.get("shared-edit") != opened.key:
         shared_result(opened)
         st.stop()

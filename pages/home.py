@@ -7,6 +7,7 @@ import streamlit as st
 import loupe
 from views.access import require_access
 from views.runs import run_page
+from views.st_layout import open_linked
 
 require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
@@ -22,11 +23,7 @@ KINDS = {"attribution": "explanation", "rules": "rules", "pathways": "pathways",
 
 st.title("Loupe")
 if "run" in st.query_params:
-    try:
-        kind, target_page = run_page(st.query_params["run"])
-    except loupe.user_errors() as err:
-        st.error(f"Run not found. {err}")
-        st.stop()
+    kind, target_page = open_linked(run_page)
     if target_page:
         st.switch_page(target_page, query_params={"run": st.query_params["run"]})
     st.error(f"This link opens a stored {kind} result, which no page of this app shows yet.")

@@ -9,7 +9,7 @@ from explainers.results.pathways import COLUMNS, CRITERIA, PathwaysResult
 from views.access import require_access
 from views.pathways import (COMPARE_NAMES, activation_figure, default_strength, graph_figure, patch_crops, pin,
                             selected_nodes, success_figure)
-from views.st_layout import datasets_for, follow_run_link, usable_models
+from views.st_layout import datasets_for, follow_run_link, open_linked, usable_models
 
 require_access()  # every page gates itself: a fresh server may serve a page path without app.py
 
@@ -136,11 +136,7 @@ def show(res: PathwaysResult) -> None:
 st.title("Pathways")
 follow_run_link("pathways")
 if "run" in st.query_params:
-    try:
-        result = stored(st.query_params["run"])
-    except loupe.user_errors() as err:
-        st.error(f"Pathways result not found. {err}")
-        st.stop()
+    result = open_linked(stored, "Pathways result")
     show(result)
     if st.button("New request", key="new_request"):
         del st.query_params["run"]

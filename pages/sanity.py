@@ -15,11 +15,7 @@ st.title("Sanity check")
 ui.follow_run_link("sanity")
 
 if "run" in st.query_params:
-    try:
-        opened = loupe.sanity_result(st.query_params["run"])
-    except loupe.user_errors() as err:
-        st.error(f"Run not found. {err}")
-        st.stop()
+    opened = ui.open_linked(loupe.sanity_result)
     meta = opened.artifact.meta
     st.caption(f"Stored result: {opened.explainer} on {meta['model_id']} / {meta['dataset_id']}, "
                f"{len(opened.sample_ids)} sample(s), computed on {meta.get('device') or '?'}. Explainer parameters: "

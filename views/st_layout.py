@@ -3,7 +3,7 @@ from an explainer's ``Params.schema()``, query-parameter seeding and one result 
 every number comes from the ``loupe`` API or the pure view modules."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -66,6 +66,19 @@ def follow_run_link(kind: str) -> None:
         return
     if actual != kind and page:
         st.switch_page(page, query_params={"run": st.query_params["run"]})
+
+
+T = TypeVar("T")
+
+
+def open_linked(load: Callable[[str], T], what: str = "Run") -> T:
+    """What the URL's ``?run=<key>`` names, read by ``load``; an unknown or malformed key (any
+    :func:`loupe.user_errors`) stops the page with "<what> not found." and the reason."""
+    try:
+        return load(st.query_params["run"])
+    except loupe.user_errors() as err:
+        st.error(f"{what} not found. {err}")
+        st.stop()
 
 
 _INPUTS: dict[str, Callable[[Widget, str], Any]] = {
